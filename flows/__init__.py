@@ -1,0 +1,1 @@
+"""Orchestration: Prefect flows, alerts, approval and the ``driftloop`` CLI (no statistics here)."""
