@@ -31,7 +31,10 @@ class _Section(BaseModel):
 class StoreSettings(_Section):
     """The prediction log."""
 
-    url: str = "sqlite:///.driftloop/driftloop.db"
+    url: str = Field(
+        "sqlite:///.driftloop/driftloop.db",
+        description="SQLAlchemy URL of the prediction log (SQLite or PostgreSQL).",
+    )
     max_text_chars: int = Field(10_000, gt=0, description="Longer inputs are quarantined.")
     probability_tolerance: float = Field(1e-3, gt=0, description="Allowed |sum(p) - 1|.")
     future_tolerance_s: float = Field(300.0, ge=0, description="Clock skew allowed for timestamps.")
@@ -44,9 +47,13 @@ class ModelSettings(_Section):
     base_model: Path | None = Field(
         None, description="Directory of a HF model; None uses the bundled all-MiniLM-L6-v2."
     )
-    labels: tuple[str, ...] = LABELS
-    max_length: int = Field(128, gt=0)
-    batch_size: int = Field(64, gt=0)
+    labels: tuple[str, ...] = Field(
+        LABELS, description="Class names in the order of the model's outputs."
+    )
+    max_length: int = Field(
+        128, gt=0, description="Tokens per text; longer texts are truncated and counted."
+    )
+    batch_size: int = Field(64, gt=0, description="Texts per inference batch.")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
 
     @field_validator("labels")
@@ -60,86 +67,142 @@ class ModelSettings(_Section):
 class DriftSettings(_Section):
     """KS drift on embeddings and class probabilities, and the novelty detector."""
 
-    alpha: float = Field(0.05, gt=0, lt=1)
-    correction: Literal["bonferroni", "fdr_bh"] = "bonferroni"
-    backend: Literal["scipy", "alibi"] = "scipy"
-    pca_components: int = Field(20, gt=0)
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the drift tests.")
+    correction: Literal["bonferroni", "fdr_bh"] = Field(
+        "bonferroni", description="Multiple-testing correction over features."
+    )
+    backend: Literal["scipy", "alibi"] = Field(
+        "scipy", description="KS implementation; 'alibi' needs the optional BSL-licensed extra."
+    )
+    pca_components: int = Field(
+        20, gt=0, description="Embedding dimensions kept by the PCA fitted on the reference."
+    )
     sample_size: int = Field(500, gt=0, description="Rows sampled from the window per run.")
-    reference_size: int = Field(1_000, gt=0)
+    reference_size: int = Field(
+        1_000, gt=0, description="Reference rows the current window is compared with."
+    )
     min_samples: int = Field(30, gt=1, description="Below this the verdict is insufficient_data.")
-    novelty_quantile: float = Field(0.95, gt=0, lt=1)
-    novelty_neighbours: int = Field(10, gt=0)
+    novelty_quantile: float = Field(
+        0.95,
+        gt=0,
+        lt=1,
+        description="Reference quantile of the novelty score; the share above it is tested.",
+    )
+    novelty_neighbours: int = Field(
+        10, gt=0, description="k of the k-nearest-neighbour novelty score."
+    )
 
 
 class DecaySettings(_Section):
     """Performance decay once labels arrive."""
 
-    alpha: float = Field(0.05, gt=0, lt=1)
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the decay t-test.")
     window: str = Field("1D", description="pandas offset alias of one evaluation window.")
     min_windows: int = Field(3, ge=2, description="Per side, before the t-test may alert.")
-    min_labels_per_window: int = Field(20, gt=0)
+    min_labels_per_window: int = Field(
+        20, gt=0, description="Windows with fewer labels are not scored."
+    )
     min_drop: float = Field(0.03, ge=0, description="Minimum accuracy drop (fraction) to alert.")
 
 
 class BiasSettings(_Section):
     """Group fairness over a segment attribute."""
 
-    segment: str = "airline"
-    max_demographic_parity_difference: float = Field(0.25, ge=0, le=1)
-    max_equalized_odds_difference: float = Field(0.25, ge=0, le=1)
-    min_group_size: int = Field(30, gt=0)
+    segment: str = Field("airline", description="Segment attribute the groups are taken from.")
+    max_demographic_parity_difference: float = Field(
+        0.25, ge=0, le=1, description="Largest selection-rate gap tolerated."
+    )
+    max_equalized_odds_difference: float = Field(
+        0.25, ge=0, le=1, description="Largest TPR/FPR gap tolerated."
+    )
+    min_group_size: int = Field(30, gt=0, description="Smaller groups are reported but not judged.")
 
 
 class RetrainSettings(_Section):
     """Training set assembly, incremental fine-tuning and the gate."""
 
-    min_rows: int = Field(200, gt=0)
+    min_rows: int = Field(
+        200, gt=0, description="Refuse to train on fewer labelled production rows."
+    )
     replay_ratio: float = Field(1.0, ge=0, description="Replay rows per new row.")
-    holdout_fraction: float = Field(0.2, gt=0, lt=1)
-    learning_rate: float = Field(2e-5, gt=0)
-    bootstrap_learning_rate: float = Field(5e-5, gt=0)
-    epochs: float = Field(2.0, gt=0)
-    batch_size: int = Field(32, gt=0)
-    max_train_rows: int = Field(3_000, gt=0)
-    early_stopping_patience: int = Field(2, ge=1)
-    seed: int = 42
+    holdout_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of the new data held out for early stopping and the gate.",
+    )
+    learning_rate: float = Field(2e-5, gt=0, description="Incremental fine-tuning learning rate.")
+    bootstrap_learning_rate: float = Field(
+        5e-5, gt=0, description="Learning rate of the first fine-tune from the base model."
+    )
+    epochs: float = Field(2.0, gt=0, description="Maximum epochs (early stopping may end sooner).")
+    batch_size: int = Field(32, gt=0, description="Training batch size (larger on GPU).")
+    max_train_rows: int = Field(
+        3_000, gt=0, description="Cap on training rows so CPU runs finish in minutes."
+    )
+    early_stopping_patience: int = Field(
+        2, ge=1, description="Evaluations without improvement before stopping."
+    )
+    seed: int = Field(42, description="Seed of sampling, splits and training.")
     min_gain: float = Field(0.02, description="Gate: accuracy gain needed on the new holdout.")
-    max_forgetting: float = Field(0.05, ge=0, description="Gate: accuracy loss allowed on reference.")
+    max_forgetting: float = Field(
+        0.05, ge=0, description="Gate: accuracy loss allowed on reference."
+    )
     bias_tolerance: float = Field(0.05, ge=0, description="Gate: allowed widening of bias gaps.")
     auto_approve: bool = Field(False, description="Skip the human approval (never in production).")
-    approval_timeout_s: int = Field(24 * 3600, gt=0)
+    approval_timeout_s: int = Field(
+        24 * 3600, gt=0, description="A retrain not approved in time ends as expired."
+    )
 
 
 class RegistrySettings(_Section):
     """MLflow tracking and the model registry."""
 
-    tracking_uri: str = "sqlite:///.driftloop/mlflow.db"
-    artifact_location: str = ".driftloop/mlartifacts"
-    experiment: str = "driftloop"
-    model_name: str = "driftloop-classifier"
+    tracking_uri: str = Field(
+        "sqlite:///.driftloop/mlflow.db", description="MLflow tracking and registry URI."
+    )
+    artifact_location: str = Field(
+        ".driftloop/mlartifacts", description="Where new experiments store artifacts."
+    )
+    experiment: str = Field(
+        "driftloop", description="MLflow experiment of training and monitoring runs."
+    )
+    model_name: str = Field(
+        "driftloop-classifier",
+        description="Registered model name; serving loads models:/<name>@champion.",
+    )
 
 
 class AlertSettings(_Section):
     """Delivery to the on-call person."""
 
     urls: tuple[str, ...] = Field((), description="Apprise URLs; secrets are never logged.")
-    outbox: Path = Path(".driftloop/outbox.jsonl")
+    outbox: Path = Field(
+        Path(".driftloop/outbox.jsonl"),
+        description="Every alert is also appended here (JSON lines).",
+    )
     cooldown_s: int = Field(3600, ge=0, description="Same incident pages once per cooldown.")
-    remind_every_s: int = Field(6 * 3600, ge=0)
-    retries: int = Field(3, ge=0)
-    backoff_s: float = Field(1.0, ge=0)
+    remind_every_s: int = Field(
+        6 * 3600, ge=0, description="Reminder interval while an incident stays open."
+    )
+    retries: int = Field(3, ge=0, description="Delivery retries per alert URL.")
+    backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each retry.")
 
 
 class DemoSettings(_Section):
     """The simulated production traffic of ``driftloop simulate`` and ``driftloop demo``."""
 
-    days: int = Field(6, gt=0)
-    rows_per_day: int = Field(300, gt=0)
-    shift_start_day: int = Field(3, ge=0)
-    shift_fraction: float = Field(0.6, ge=0, le=1, description="Share of other topics once shifted.")
+    days: int = Field(6, gt=0, description="Simulated production days.")
+    rows_per_day: int = Field(300, gt=0, description="Predictions logged per simulated day.")
+    shift_start_day: int = Field(3, ge=0, description="First day with traffic from other topics.")
+    shift_fraction: float = Field(
+        0.6, ge=0, le=1, description="Share of other topics once shifted."
+    )
     label_fraction: float = Field(0.5, ge=0, le=1, description="Share of rows that get a label.")
-    label_delay_days: float = Field(1.0, ge=0)
-    seed: int = 7
+    label_delay_days: float = Field(
+        1.0, ge=0, description="Delay before a ground-truth label arrives."
+    )
+    seed: int = Field(7, description="Seed of the simulated traffic.")
 
 
 class Settings(BaseSettings):
