@@ -1,0 +1,393 @@
+"""Two-sample Kolmogorov-Smirnov drift per feature, with a test-level corrected p-value.
+
+The statistic is computed for all features at once (one sort of the pooled sample per
+feature, fully vectorised in numpy); per-feature p-values use Smirnov's asymptotic
+distribution exactly as ``scipy.stats.ks_2samp(method="asymp")`` and alibi-detect's
+``KSDrift`` do (``scipy.stats.kstwo.sf(D, round(n*m/(n+m)))``), so both backends agree.
+
+The test-level p-value handed to the verdict is the corrected minimum:
+
+* ``bonferroni``: ``min(1, m * min_j p_j)``;
+* ``fdr_bh``: the smallest Benjamini-Hochberg adjusted p-value, ``min_i m * p_(i) / i``.
+
+Either way ``alert`` is ``p_value < alpha``, which is the same decision alibi-detect takes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from monitor.errors import InputError, MonitorError
+
+log = logging.getLogger(__name__)
+
+Correction = Literal["bonferroni", "fdr_bh"]
+Backend = Literal["scipy", "alibi"]
+Verdict = Literal["drift", "no_drift", "insufficient_data"]
+
+_CORRECTIONS: tuple[str, ...] = ("bonferroni", "fdr_bh")
+_BACKENDS: tuple[str, ...] = ("scipy", "alibi")
+
+
+@dataclass(frozen=True)
+class PCAProjection:
+    """A PCA fitted on reference rows only; ``transform`` maps any window into its space."""
+
+    mean: np.ndarray
+    components: np.ndarray
+    explained_variance_ratio: np.ndarray
+
+    @property
+    def k(self) -> int:
+        """Number of components."""
+        return int(self.components.shape[0])
+
+    @property
+    def dims(self) -> int:
+        """Input dimensionality."""
+        return int(self.components.shape[1])
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Project rows ``x`` (n, dims) onto the components: (n, k) float64."""
+        arr = _as_matrix(x, "x")
+        if arr.shape[1] != self.dims:
+            raise InputError(f"x has {arr.shape[1]} features, the projection expects {self.dims}")
+        return (arr - self.mean) @ self.components.T
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """Outcome of a per-feature KS drift test.
+
+    ``effect_size`` is the absolute mean shift of the feature with the largest KS distance,
+    in pooled-standard-deviation units (Cohen's d); ``statistic`` is that largest distance.
+    ``minimum_detectable_shift`` is the KS distance a single feature needs to reach to be
+    flagged with these sample sizes at the per-feature level ``alpha / n_features``: a
+    ``no_drift`` verdict says nothing about shifts smaller than it.
+    """
+
+    name: str
+    statistic: float | None
+    p_value: float | None
+    threshold: float
+    alert: bool
+    verdict: Verdict
+    insufficient_data: bool
+    n_reference: int
+    n_current: int
+    n_features: int
+    correction: Correction
+    backend: Backend
+    feature_statistics: tuple[float, ...] = field(default=(), repr=False)
+    feature_p_values: tuple[float, ...] = field(default=(), repr=False)
+    effect_size: float | None = None
+    minimum_detectable_shift: float | None = None
+    most_shifted_feature: int | None = None
+
+    def evidence(self) -> dict[str, float | int | str]:
+        """Flat summary for reports and alerts (absent values are left out)."""
+        out: dict[str, float | int | str] = {
+            "name": self.name,
+            "verdict": self.verdict,
+            "alpha": self.threshold,
+            "n_reference": self.n_reference,
+            "n_current": self.n_current,
+            "n_features": self.n_features,
+            "correction": self.correction,
+            "backend": self.backend,
+        }
+        optional: dict[str, float | int | None] = {
+            "statistic": self.statistic,
+            "p_value": self.p_value,
+            "effect_size": self.effect_size,
+            "minimum_detectable_shift": self.minimum_detectable_shift,
+            "most_shifted_feature": self.most_shifted_feature,
+        }
+        out.update({k: v for k, v in optional.items() if v is not None})
+        if self.feature_p_values:
+            out["n_features_significant"] = int(
+                np.sum(np.asarray(self.feature_p_values) < self.threshold / self.n_features)
+            )
+        return out
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _as_matrix(x: np.ndarray, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} is not numeric: {exc}") from exc
+    if arr.ndim != 2:
+        raise InputError(f"{what} must be 2-D (rows, features), got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise InputError(f"{what} has no features")
+    if arr.shape[0] == 0:
+        raise InputError(f"{what} is empty")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{what} contains NaN or inf")
+    return arr
+
+
+def _check_alpha(alpha: float) -> None:
+    if not (isinstance(alpha, int | float) and 0.0 < float(alpha) < 1.0):
+        raise InputError(f"alpha must lie in (0, 1), got {alpha!r}")
+
+
+def _check_pair(reference: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ref = _as_matrix(reference, "reference")
+    cur = _as_matrix(current, "current")
+    if ref.shape[1] != cur.shape[1]:
+        raise InputError(
+            f"feature dimensions differ: reference {ref.shape[1]}, current {cur.shape[1]}"
+        )
+    return ref, cur
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def ks_statistics(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Two-sample KS distance D for every column at once, shape (features,)."""
+    n, m = reference.shape[0], current.shape[0]
+    pooled = np.concatenate([reference, current], axis=0)
+    order = np.argsort(pooled, axis=0, kind="stable")
+    values = np.take_along_axis(pooled, order, axis=0)
+    steps = np.where(order < n, 1.0 / n, -1.0 / m)
+    ecdf_diff = np.cumsum(steps, axis=0)
+    # Evaluate the ECDF difference only after the last member of each run of ties.
+    last_of_tie = np.ones_like(values, dtype=bool)
+    last_of_tie[:-1] = values[1:] != values[:-1]
+    d = np.where(last_of_tie, np.abs(ecdf_diff), 0.0).max(axis=0)
+    return np.clip(d, 0.0, 1.0)
+
+
+def _effective_n(n: int, m: int) -> float:
+    return float(np.round(n * m / (n + m)))
+
+
+def ks_p_values(d: np.ndarray, n: int, m: int) -> np.ndarray:
+    """Two-sided asymptotic KS p-values (scipy's ``method='asymp'``) for distances ``d``."""
+    from scipy.stats import kstwo
+
+    return np.clip(kstwo.sf(d, _effective_n(n, m)), 0.0, 1.0)
+
+
+def ks_critical_distance(alpha: float, n: int, m: int) -> float:
+    """Smallest KS distance D whose asymptotic p-value is below ``alpha`` for sizes n, m."""
+    from scipy.stats import kstwo
+
+    return float(kstwo.isf(alpha, _effective_n(n, m)))
+
+
+def bonferroni(p_values: np.ndarray) -> np.ndarray:
+    """Bonferroni-adjusted p-values, ``min(1, m * p)``."""
+    p = np.asarray(p_values, dtype=np.float64)
+    return np.minimum(1.0, p * p.size)
+
+
+def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (step-up, monotone), in the input order."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * m / np.arange(1, m + 1)
+    adjusted_sorted = np.minimum.accumulate(scaled[::-1])[::-1]
+    out = np.empty_like(p)
+    out[order] = np.minimum(1.0, adjusted_sorted)
+    return out
+
+
+def corrected_p_value(p_values: np.ndarray, correction: Correction) -> float:
+    """Test-level p-value of a family of per-feature p-values."""
+    if correction == "bonferroni":
+        return float(bonferroni(p_values).min())
+    if correction == "fdr_bh":
+        return float(benjamini_hochberg(p_values).min())
+    raise InputError(f"correction must be one of {_CORRECTIONS}, got {correction!r}")
+
+
+def _alibi_scores(
+    ref: np.ndarray, cur: np.ndarray, alpha: float, correction: Correction
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    try:
+        from alibi_detect.cd import KSDrift
+    except ImportError as exc:
+        raise MonitorError(
+            "backend='alibi' needs alibi-detect, an optional dependency under the Business "
+            "Source License 1.1 (pip install 'driftloop[alibi]'); use backend='scipy' otherwise"
+        ) from exc
+    detector = KSDrift(
+        ref.astype(np.float32),
+        p_val=alpha,
+        correction="bonferroni" if correction == "bonferroni" else "fdr",
+    )
+    pred = detector.predict(cur.astype(np.float32), return_p_val=True, return_distance=True)
+    data = pred["data"]
+    return (
+        np.asarray(data["distance"], dtype=np.float64),
+        np.asarray(data["p_val"], dtype=np.float64),
+        bool(data["is_drift"]),
+    )
+
+
+# --- public checks ---------------------------------------------------------------------------
+
+
+def fit_projection(reference: np.ndarray, k: int, *, seed: int = 0) -> PCAProjection:
+    """Fit a k-component PCA on the reference rows only.
+
+    Raises:
+        InputError: on invalid arrays, ``k < 1``, ``k`` above the dimensionality, or fewer
+            reference rows than ``k``.
+    """
+    from sklearn.decomposition import PCA
+
+    ref = _as_matrix(reference, "reference")
+    if k < 1 or k > ref.shape[1]:
+        raise InputError(f"k must lie in [1, {ref.shape[1]}] (the dimensionality), got {k}")
+    if ref.shape[0] < k:
+        raise InputError(f"reference has {ref.shape[0]} rows, fewer than k={k} components")
+    pca = PCA(n_components=k, random_state=seed).fit(ref)
+    return PCAProjection(
+        mean=pca.mean_.copy(),
+        components=pca.components_.copy(),
+        explained_variance_ratio=pca.explained_variance_ratio_.copy(),
+    )
+
+
+def ks_drift(
+    reference: np.ndarray,
+    current: np.ndarray,
+    *,
+    alpha: float = 0.05,
+    correction: Correction = "bonferroni",
+    backend: Backend = "scipy",
+    min_samples: int = 30,
+    name: str = "ks",
+) -> DriftResult:
+    """Per-feature two-sample KS test with a corrected, test-level p-value.
+
+    Args:
+        reference: Reference rows (n, features).
+        current: Current window rows (m, features).
+        alpha: Test-level significance; ``alert`` is ``p_value < alpha``.
+        correction: ``"bonferroni"`` or ``"fdr_bh"`` (Benjamini-Hochberg).
+        backend: ``"scipy"`` (vectorised numpy/scipy) or ``"alibi"`` (alibi-detect KSDrift,
+            optional, BSL-1.1 licensed).
+        min_samples: Fewer rows on either side gives ``insufficient_data`` (no p-value).
+        name: Name of the check in the verdict.
+
+    Raises:
+        InputError: empty, non-finite, non-2-D or mismatched arrays; bad alpha/correction.
+        MonitorError: ``backend="alibi"`` without alibi-detect installed.
+    """
+    _check_alpha(alpha)
+    if correction not in _CORRECTIONS:
+        raise InputError(f"correction must be one of {_CORRECTIONS}, got {correction!r}")
+    if backend not in _BACKENDS:
+        raise InputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if min_samples < 2:
+        raise InputError(f"min_samples must be at least 2, got {min_samples}")
+    ref, cur = _check_pair(reference, current)
+    n, m, features = ref.shape[0], cur.shape[0], ref.shape[1]
+    common = {
+        "name": name,
+        "threshold": float(alpha),
+        "n_reference": n,
+        "n_current": m,
+        "n_features": features,
+        "correction": correction,
+        "backend": backend,
+    }
+    if n < min_samples or m < min_samples:
+        log.info("%s: insufficient data (reference %d, current %d < %d)", name, n, m, min_samples)
+        return DriftResult(
+            statistic=None,
+            p_value=None,
+            alert=False,
+            verdict="insufficient_data",
+            insufficient_data=True,
+            **common,  # type: ignore[arg-type]
+        )
+
+    if backend == "alibi":
+        d, p, alibi_alert = _alibi_scores(ref, cur, alpha, correction)
+    else:
+        d = ks_statistics(ref, cur)
+        p = ks_p_values(d, n, m)
+        alibi_alert = None
+    p_value = corrected_p_value(p, correction)
+    alert = p_value < alpha
+    if alibi_alert is not None and alibi_alert != alert:
+        log.warning("%s: alibi decision %s differs from the corrected p-value", name, alibi_alert)
+
+    worst = int(np.argmax(d))
+    pooled_sd = np.sqrt((ref[:, worst].var(ddof=1) + cur[:, worst].var(ddof=1)) / 2.0)
+    shift = abs(cur[:, worst].mean() - ref[:, worst].mean())
+    effect = float(shift / pooled_sd) if pooled_sd > 0 else (0.0 if shift == 0 else float("inf"))
+    return DriftResult(
+        statistic=float(d.max()),
+        p_value=p_value,
+        alert=alert,
+        verdict="drift" if alert else "no_drift",
+        insufficient_data=False,
+        feature_statistics=tuple(float(v) for v in d),
+        feature_p_values=tuple(float(v) for v in p),
+        effect_size=effect,
+        minimum_detectable_shift=ks_critical_distance(alpha / features, n, m),
+        most_shifted_feature=worst,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+def embedding_drift(
+    reference_embeddings: np.ndarray,
+    current_embeddings: np.ndarray,
+    projection: PCAProjection,
+    **kwargs: object,
+) -> DriftResult:
+    """KS drift on embeddings projected by a PCA fitted on the reference (``name='embedding_ks'``)."""
+    kwargs.setdefault("name", "embedding_ks")
+    return ks_drift(
+        projection.transform(reference_embeddings),
+        projection.transform(current_embeddings),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def probability_drift(
+    reference_probabilities: np.ndarray,
+    current_probabilities: np.ndarray,
+    *,
+    tolerance: float = 1e-3,
+    **kwargs: object,
+) -> DriftResult:
+    """Black-box shift detection: KS on the model's class probabilities.
+
+    Rows sum to 1, so the last class column is a function of the others; it is dropped
+    (``n_features = classes - 1``) so the correction is not charged for a redundant test.
+
+    Raises:
+        InputError: values outside [0, 1] or rows not summing to 1 within ``tolerance``.
+    """
+    kwargs.setdefault("name", "probability_ks")
+    arrays = []
+    for what, probs in (
+        ("reference_probabilities", reference_probabilities),
+        ("current_probabilities", current_probabilities),
+    ):
+        arr = _as_matrix(probs, what)
+        if arr.shape[1] < 2:
+            raise InputError(f"{what} needs at least two class columns, got {arr.shape[1]}")
+        if (arr < -tolerance).any() or (arr > 1 + tolerance).any():
+            raise InputError(f"{what} has values outside [0, 1]")
+        if np.abs(arr.sum(axis=1) - 1.0).max() > tolerance:
+            raise InputError(f"{what} rows do not sum to 1 (tolerance {tolerance})")
+        arrays.append(arr[:, :-1])
+    return ks_drift(arrays[0], arrays[1], **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,201 @@
+"""Partial-shift (novelty) detector: is a minority of the window far from the reference?
+
+Per-feature KS averages a new topic that arrives as 10-20% of traffic away. Here each row is
+scored by its mean cosine distance to its ``k`` nearest reference rows (reference rows score
+leave-one-out, i.e. without themselves), the threshold is the reference's ``quantile``-th
+score, and the number of current rows above it is tested against the share the reference
+itself has above it with an exact one-sided binomial test.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from monitor.drift import _as_matrix, _check_alpha
+from monitor.errors import InputError
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class NoveltyResult:
+    """Outcome of the novelty test.
+
+    ``statistic`` is the observed share of current rows above the threshold; ``most_novel``
+    lists the most novel current rows first (positions, or ``texts_index`` entries when given).
+    """
+
+    name: str
+    statistic: float | None
+    p_value: float | None
+    threshold: float
+    score_threshold: float | None
+    expected_share: float
+    alert: bool
+    insufficient_data: bool
+    n_reference: int
+    n_current: int
+    n_novel: int
+    k: int
+    quantile: float
+    most_novel: tuple[int, ...] = field(default=(), repr=False)
+
+    @property
+    def observed_share(self) -> float | None:
+        """Share of current rows above the score threshold."""
+        return self.statistic
+
+    def evidence(self) -> dict[str, float | int | str]:
+        """Flat summary for reports and alerts (absent values are left out)."""
+        out: dict[str, float | int | str] = {
+            "name": self.name,
+            "alpha": self.threshold,
+            "expected_share": self.expected_share,
+            "n_reference": self.n_reference,
+            "n_current": self.n_current,
+            "n_novel": self.n_novel,
+            "k": self.k,
+            "quantile": self.quantile,
+            "verdict": "insufficient_data"
+            if self.insufficient_data
+            else ("novelty" if self.alert else "no_novelty"),
+        }
+        if self.statistic is not None:
+            out["observed_share"] = self.statistic
+        if self.p_value is not None:
+            out["p_value"] = self.p_value
+        if self.score_threshold is not None:
+            out["score_threshold"] = self.score_threshold
+        if self.most_novel:
+            out["most_novel"] = ",".join(str(i) for i in self.most_novel)
+        return out
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise InputError("embeddings contain all-zero rows (no direction for cosine distance)")
+    return (x / norms).astype(np.float32)
+
+
+def knn_scores(
+    reference: np.ndarray, queries: np.ndarray, k: int, *, leave_one_out: bool
+) -> np.ndarray:
+    """Mean cosine distance of each query row to its k nearest (unit-norm) reference rows.
+
+    With ``leave_one_out`` the queries are the reference itself and row i skips neighbour i.
+    """
+    out = np.empty(queries.shape[0], dtype=np.float64)
+    for start in range(0, queries.shape[0], _CHUNK):
+        sims = queries[start : start + _CHUNK] @ reference.T
+        if leave_one_out:
+            rows = np.arange(sims.shape[0])
+            sims[rows, start + rows] = -np.inf
+        top = np.partition(-sims, k - 1, axis=1)[:, :k]
+        out[start : start + _CHUNK] = 1.0 + top.mean(axis=1, dtype=np.float64)
+    return np.clip(out, 0.0, 2.0)
+
+
+def novelty_test(
+    reference: np.ndarray,
+    current: np.ndarray,
+    *,
+    quantile: float = 0.95,
+    k: int = 10,
+    alpha: float = 0.05,
+    min_samples: int = 30,
+    texts_index: Sequence[int] | None = None,
+    top: int = 10,
+    name: str = "novelty",
+) -> NoveltyResult:
+    """Test whether more current rows than expected lie far from the reference.
+
+    Args:
+        reference: Reference embeddings (n, d).
+        current: Current window embeddings (m, d).
+        quantile: Reference score quantile used as the novelty threshold.
+        k: Neighbours averaged in the score.
+        alpha: Significance of the one-sided binomial test; ``alert`` is ``p_value < alpha``.
+        min_samples: Fewer current rows, or fewer than ``max(min_samples, k + 1)`` reference
+            rows, gives ``insufficient_data``.
+        texts_index: Optional ids of the current rows (e.g. prediction-log ids); when given,
+            ``most_novel`` holds these ids instead of positions.
+        top: How many of the most novel rows to return.
+        name: Name of the check in the verdict.
+
+    Raises:
+        InputError: invalid arrays or parameters.
+    """
+    from scipy.stats import binomtest
+
+    _check_alpha(alpha)
+    if not 0.0 < quantile < 1.0:
+        raise InputError(f"quantile must lie in (0, 1), got {quantile!r}")
+    if k < 1:
+        raise InputError(f"k must be positive, got {k}")
+    if top < 0:
+        raise InputError(f"top must be non-negative, got {top}")
+    ref = _as_matrix(reference, "reference")
+    cur = _as_matrix(current, "current")
+    if ref.shape[1] != cur.shape[1]:
+        raise InputError(
+            f"feature dimensions differ: reference {ref.shape[1]}, current {cur.shape[1]}"
+        )
+    if texts_index is not None and len(texts_index) != cur.shape[0]:
+        raise InputError(f"texts_index has {len(texts_index)} entries for {cur.shape[0]} rows")
+    n, m = ref.shape[0], cur.shape[0]
+    common = {
+        "name": name,
+        "threshold": float(alpha),
+        "expected_share": 1.0 - quantile,
+        "n_reference": n,
+        "n_current": m,
+        "k": k,
+        "quantile": quantile,
+    }
+    if n < max(min_samples, k + 1) or m < min_samples:
+        log.info("%s: insufficient data (reference %d, current %d)", name, n, m)
+        return NoveltyResult(
+            statistic=None,
+            p_value=None,
+            score_threshold=None,
+            alert=False,
+            insufficient_data=True,
+            n_novel=0,
+            **common,  # type: ignore[arg-type]
+        )
+
+    ref_unit, cur_unit = _normalise(ref), _normalise(cur)
+    ref_scores = knn_scores(ref_unit, ref_unit, k, leave_one_out=True)
+    cur_scores = knn_scores(ref_unit, cur_unit, k, leave_one_out=False)
+    # Conformal quantile: the ceil((n+1)q)-th smallest reference score, so a current row
+    # exchangeable with the reference exceeds it with probability at most 1 - q.
+    rank = min(n, int(np.ceil((n + 1) * quantile)))
+    score_threshold = float(np.sort(ref_scores)[rank - 1])
+    expected = 1.0 - quantile
+    novel = cur_scores > score_threshold
+    n_novel = int(novel.sum())
+    p_value = float(binomtest(n_novel, m, expected, alternative="greater").pvalue)
+    order = np.argsort(-cur_scores, kind="stable")[: min(top, m)]
+    ids = (
+        tuple(int(texts_index[i]) for i in order)
+        if texts_index is not None
+        else tuple(int(i) for i in order)
+    )
+    common["expected_share"] = expected
+    return NoveltyResult(
+        statistic=n_novel / m,
+        p_value=p_value,
+        score_threshold=score_threshold,
+        alert=p_value < alpha,
+        insufficient_data=False,
+        n_novel=n_novel,
+        most_novel=ids,
+        **common,  # type: ignore[arg-type]
+    )
