@@ -74,11 +74,16 @@ def _settings(ctx: typer.Context) -> Settings:
 @app.command()
 def init(ctx: typer.Context) -> None:
     """Create the working directory and the prediction-log schema."""
+    from monitor.errors import StoreError
     from monitor.store import open_store
 
     settings = _settings(ctx)
     settings.home.mkdir(parents=True, exist_ok=True)
-    store = open_store(settings.store, create=True)
+    try:
+        store = open_store(settings.store, labels=settings.model.labels, create=True)
+    except StoreError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_ERROR) from exc
     console.print(f"prediction log ready at [bold]{store.safe_url}[/bold]")
 
 
@@ -89,11 +94,16 @@ def ingest(
     kind: Annotated[str, typer.Option(help="'predictions' or 'labels'.")] = "predictions",
 ) -> None:
     """Load predictions or labels from a file; bad rows go to quarantine with their reason."""
+    from monitor.errors import StoreError
     from monitor.store import open_store
 
     settings = _settings(ctx)
-    store = open_store(settings.store, create=True)
-    result = store.ingest_file(file, kind=kind)
+    try:
+        store = open_store(settings.store, labels=settings.model.labels, create=True)
+        result = store.ingest_file(file, kind=kind)
+    except StoreError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_ERROR) from exc
     table = Table(title=f"ingest {file.name} ({kind})")
     for column in ("offered", "stored", "duplicate", "quarantined"):
         table.add_column(column, justify="right")
@@ -115,11 +125,17 @@ def simulate(
 ) -> None:
     """Replay the demo data as production traffic, with a topic shift and delayed labels."""
     from driftloop.simulate import simulate_traffic
+
+    from monitor.errors import StoreError
     from monitor.store import open_store
 
     settings = _settings(ctx)
-    store = open_store(settings.store, create=True)
-    summary = simulate_traffic(settings, store, model_dir=model, days=days)
+    try:
+        store = open_store(settings.store, labels=settings.model.labels, create=True)
+        summary = simulate_traffic(settings, store, model_dir=model, days=days)
+    except StoreError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_ERROR) from exc
     console.print(summary.as_table())
 
 
