@@ -1,0 +1,564 @@
+"""The monitoring flow: sample a window, run every check, decide, report, alert, start a retrain.
+
+Orchestration only: every statistic and threshold lives in ``monitor/`` and the settings.
+I/O tasks (database, registry, MLflow) retry; computations do not (a retry would only
+repeat a deterministic failure). Alert delivery retries per URL inside :mod:`flows.alerts`
+(a task-level retry would page every URL again).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from driftloop.settings import Settings
+from flows.errors import FlowError
+from flows.state import StateDB, incident_key
+from flows.wiring import build_settings, open_store_and_state, settings_overrides
+
+log = logging.getLogger(__name__)
+
+IO_RETRIES = 2
+IO_RETRY_DELAY_S = 2.0
+DECAY_LOOKBACK_DAYS = 14
+
+
+@dataclass
+class MonitorOutcome:
+    """What one monitor run decided and did (returned by the flow, JSON-ready via to_dict)."""
+
+    status: str
+    breached: list[str]
+    model_version: str | None
+    window_start: str
+    window_end: str
+    rows: int
+    report_html: str | None = None
+    report_json: str | None = None
+    incident_key: str | None = None
+    incident_created: bool = False
+    paged: str | None = None
+    resolved: list[str] = field(default_factory=list)
+    retrain: dict[str, Any] | None = None
+    not_built: list[str] = field(default_factory=list)
+    verdict: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict."""
+        return dict(self.__dict__)
+
+
+# --------------------------------------------------------------------------- I/O tasks
+
+
+@task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
+def sample_window(
+    settings: Settings, start: datetime, end: datetime, model_version: str | None
+) -> pd.DataFrame:
+    """A sample of the window's predictions (``settings.drift.sample_size`` rows)."""
+    store, _ = open_store_and_state(settings)
+    return store.sample(start, end, settings.drift.sample_size, model_version=model_version, seed=0)
+
+
+@task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
+def labelled_rows(settings: Settings, start: datetime, end: datetime) -> pd.DataFrame:
+    """Labelled predictions of ``[start, end)`` (for decay and bias)."""
+    store, _ = open_store_and_state(settings)
+    return store.labelled(start, end)
+
+
+@task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
+def load_champion(settings: Settings) -> tuple[Any, Any, Any, pd.DataFrame]:
+    """The champion model, tokenizer, version info and its reference sample."""
+    from retrain.registry import Registry
+
+    registry = Registry(settings.registry)
+    if registry.champion() is None:
+        raise FlowError("no champion registered: run `driftloop bootstrap` first")
+    model, tokenizer, info = registry.load_champion(settings.model.labels)
+    try:
+        from retrain.bootstrap import load_reference
+    except ImportError as exc:
+        raise FlowError(f"retrain.bootstrap.load_reference is not built yet: {exc}") from exc
+    reference = load_reference(registry)
+    return model, tokenizer, info, reference
+
+
+@task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
+def log_to_mlflow(
+    settings: Settings,
+    verdict: dict[str, Any],
+    model_version: str | None,
+    report_paths: list[str],
+) -> str | None:
+    """Log p-values and the report under the ``driftloop-monitor`` experiment."""
+    from retrain.registry import Registry
+
+    registry = Registry(settings.registry.model_copy(update={"experiment": "driftloop-monitor"}))
+    metrics: dict[str, float] = {"breach": float(verdict.get("status") == "breach")}
+    for check in verdict.get("checks", []):
+        for key in ("p_value", "adjusted_p_value"):
+            value = check.get(key)
+            if isinstance(value, int | float):
+                metrics[f"{check['name']}.{key}"] = float(value)
+    tags = {
+        "driftloop.kind": "monitor",
+        "driftloop.status": verdict.get("status", "?"),
+        "driftloop.model_version": model_version or "none",
+        "driftloop.model_name": settings.registry.model_name,
+    }
+    with registry.run(f"monitor-{verdict.get('window_end', '')}", tags=tags) as run:
+        run.log_metrics(metrics)
+        run.log_dict(verdict, "verdict.json")
+        for path in report_paths:
+            if Path(path).is_file():
+                run.log_artifact(path, "report")
+        return run.run_id
+
+
+# --------------------------------------------------------------------------- computations
+
+
+def _label_ids(values: pd.Series, labels: tuple[str, ...]) -> np.ndarray:
+    index = {name: i for i, name in enumerate(labels)}
+    return np.array([index[v] if isinstance(v, str) else int(v) for v in values], dtype=int)
+
+
+def _probs(values: pd.Series) -> np.ndarray:
+    return np.asarray([list(p) for p in values], dtype=float)
+
+
+@task(cache_policy=NO_CACHE)
+def embed(
+    settings: Settings, texts: list[str], model: Any, tokenizer: Any, version: str
+) -> np.ndarray:
+    """Embeddings through the per-version cache under ``settings.home`` (GPU when present)."""
+    from monitor.embeddings import EmbeddingCache
+
+    cache = EmbeddingCache(settings.home / "embeddings")
+    result = cache.embed(
+        texts,
+        version,
+        model,
+        tokenizer,
+        batch_size=settings.model.batch_size,
+        max_length=settings.model.max_length,
+        device=settings.model.device,
+        progress=False,
+    )
+    return np.asarray(result.vectors)
+
+
+@task(cache_policy=NO_CACHE)
+def run_checks(
+    settings: Settings,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    ref_emb: np.ndarray,
+    cur_emb: np.ndarray,
+    labelled: pd.DataFrame,
+    window_start: datetime,
+) -> tuple[list[Any], list[str]]:
+    """Every check of the run; returns the results and the checks whose module is missing."""
+    from monitor.drift import embedding_drift, fit_projection, probability_drift
+    from monitor.novelty import novelty_test
+
+    d = settings.drift
+    labels = settings.model.labels
+    checks: list[Any] = []
+    not_built: list[str] = []
+    projection = fit_projection(ref_emb, min(d.pca_components, ref_emb.shape[1]))
+    ks = {"alpha": d.alpha, "correction": d.correction, "backend": d.backend}
+    checks.append(embedding_drift(ref_emb, cur_emb, projection, min_samples=d.min_samples, **ks))
+    ref_probs = _probs(reference["probabilities"])
+    cur_probs = _probs(current["probabilities"])
+    checks.append(
+        probability_drift(
+            ref_probs,
+            cur_probs,
+            tolerance=settings.store.probability_tolerance,
+            min_samples=d.min_samples,
+            **ks,
+        )
+    )
+    checks.append(
+        novelty_test(
+            ref_emb,
+            cur_emb,
+            quantile=d.novelty_quantile,
+            k=d.novelty_neighbours,
+            alpha=d.alpha,
+            min_samples=d.min_samples,
+        )
+    )
+    # Label-free accuracy estimate: calibrated on the labelled reference sample.
+    from monitor.estimate import accuracy_estimate_check, estimate_accuracy, fit_calibrator
+
+    ref_labels = _label_ids(reference["label"], labels)
+    calibrator = fit_calibrator(ref_probs, ref_labels)
+    reference_accuracy = float((ref_probs.argmax(axis=1) == ref_labels).mean())
+    checks.append(
+        accuracy_estimate_check(
+            reference_accuracy,
+            estimate_accuracy(calibrator, cur_probs),
+            min_drop=settings.decay.min_drop,
+            alpha=settings.decay.alpha,
+            min_samples=d.min_samples,
+        )
+    )
+    # Decay: window accuracies of labelled production rows; the last min_windows windows
+    # are "recent", the earlier ones of the lookback the reference period.
+    from monitor.decay import decay_test, window_metrics
+
+    dec = settings.decay
+    if len(labelled):
+        y_true = _label_ids(labelled["label"], labels)
+        y_pred = _label_ids(labelled["predicted_label"], labels)
+        windows = window_metrics(
+            labelled["timestamp"],
+            y_true,
+            y_pred,
+            freq=dec.window,
+            labels=list(range(len(labels))),
+            min_rows=dec.min_labels_per_window,
+        )
+    else:
+        windows = ()
+    accs = [w.accuracy for w in windows]
+    split = max(0, len(accs) - dec.min_windows)
+    checks.append(
+        decay_test(
+            accs[:split],
+            accs[split:],
+            alpha=dec.alpha,
+            min_windows=dec.min_windows,
+            min_drop=dec.min_drop,
+        )
+    )
+    # Bias over the segment attribute, on the labelled rows of the current window.
+    try:
+        from monitor.bias import bias_check
+    except ImportError:
+        not_built.append("bias (monitor.bias)")
+    else:
+        ts = pd.to_datetime(labelled["timestamp"], utc=True) if len(labelled) else None
+        recent = labelled[ts >= pd.Timestamp(window_start)] if ts is not None else labelled
+        groups = [
+            (seg or {}).get(settings.bias.segment) if isinstance(seg, dict) else None
+            for seg in recent.get("segments", pd.Series([], dtype=object))
+        ]
+        checks.append(
+            bias_check(
+                _label_ids(recent["label"], labels) if len(recent) else np.array([], dtype=int),
+                _label_ids(recent["predicted_label"], labels)
+                if len(recent)
+                else np.array([], dtype=int),
+                np.asarray([str(g) for g in groups], dtype=object),
+                labels=list(range(len(labels))),
+                max_dp_difference=settings.bias.max_demographic_parity_difference,
+                max_eo_difference=settings.bias.max_equalized_odds_difference,
+                min_group_size=settings.bias.min_group_size,
+            )
+        )
+    return checks, not_built
+
+
+@task(cache_policy=NO_CACHE)
+def write_reports(
+    settings: Settings,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    verdict: Any,
+    ref_emb: np.ndarray,
+    cur_emb: np.ndarray,
+    stamp: str,
+) -> tuple[str | None, str]:
+    """The Evidently HTML report and the verdict JSON; returns their paths."""
+    out_dir = settings.home / "reports" / stamp
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        from monitor.report import write_report
+    except ImportError:
+        log.warning("monitor.report is not built yet: writing the verdict JSON only")
+        path = out_dir / "verdict.json"
+        path.write_text(verdict.to_json(), encoding="utf-8")
+        return None, str(path.resolve())
+    paths = write_report(
+        reference,
+        current,
+        verdict,
+        out_dir,
+        reference_embeddings=ref_emb,
+        current_embeddings=cur_emb,
+    )
+    return str(Path(paths.html).resolve()), str(Path(paths.json).resolve())
+
+
+def verdict_markdown(outcome: MonitorOutcome) -> str:
+    """The Prefect artifact: status, one row per check, the evidence and the report path."""
+    v = outcome.verdict
+    lines = [
+        f"# driftloop monitor: **{outcome.status.upper()}**",
+        "",
+        f"Model version `{outcome.model_version}`, window `{outcome.window_start}` to "
+        f"`{outcome.window_end}`, {outcome.rows} rows sampled.",
+        "",
+        "| check | decision | p-value | adjusted p | key evidence |",
+        "|---|---|---|---|---|",
+    ]
+    for check in v.get("checks", []):
+        ev = check.get("evidence", {})
+        keys = [k for k in ev if k not in ("decision", "test", "alpha")][:4]
+        shown = ", ".join(f"{k}={_fmt(ev[k])}" for k in keys)
+        lines.append(
+            f"| {check['name']} | {check['decision']} | {_fmt(check.get('p_value'))} | "
+            f"{_fmt(check.get('adjusted_p_value'))} | {shown} |"
+        )
+    lines.append("")
+    if outcome.report_html:
+        lines.append(f"Report: [{outcome.report_html}](file://{outcome.report_html})")
+    if outcome.report_json:
+        lines.append(f"Verdict JSON: `{outcome.report_json}`")
+    if outcome.incident_key:
+        lines.append(f"Incident: `{outcome.incident_key}` (paged: {outcome.paged or 'no'})")
+    if outcome.not_built:
+        lines.append(f"Checks not built yet: {', '.join(outcome.not_built)}")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "-" if value is None else str(value)
+
+
+# --------------------------------------------------------------------------- the flow
+
+
+def _default_window(
+    window_start: datetime | None, window_end: datetime | None, window_hours: float
+) -> tuple[datetime, datetime]:
+    end = window_end or datetime.now(UTC)
+    start = window_start or end - timedelta(hours=window_hours)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    if start >= end:
+        raise FlowError(f"empty window: {start} >= {end}")
+    return start, end
+
+
+@flow(name="driftloop-monitor", log_prints=True)
+def monitor_flow(
+    window_start: datetime | None = None,
+    window_end: datetime | None = None,
+    window_hours: float = 24.0,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    trigger_retrain: bool = True,
+) -> dict[str, Any]:
+    """Monitor one window of production traffic; on a breach open an incident and page.
+
+    Args:
+        window_start: Start of the window (default ``window_end - window_hours``).
+        window_end: End of the window, exclusive (default now, UTC).
+        window_hours: Window length when ``window_start`` is not given.
+        config_file: TOML settings file (default ``./driftloop.toml`` if present).
+        overrides: Settings values taking precedence (JSON-ready, see ``settings_overrides``).
+        trigger_retrain: Start (or request) the approval-gated retrain on a breach.
+
+    Returns:
+        :class:`MonitorOutcome` as a dict.
+    """
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.runtime import flow_run
+
+    from monitor.verdict import build_verdict
+
+    settings = build_settings(config_file, overrides)
+    start, end = _default_window(window_start, window_end, window_hours)
+    _, state = open_store_and_state(settings)
+    model, tokenizer, info, reference = load_champion(settings)
+    version = str(info.version)
+    current = sample_window(settings, start, end, None)
+    labelled = labelled_rows(settings, end - timedelta(days=DECAY_LOOKBACK_DAYS), end)
+    reference = reference.head(settings.drift.reference_size)
+    window_facts: dict[str, float | int | str] = {
+        "rows": len(current),
+        "reference_rows": len(reference),
+        "model_version": version,
+        "labelled_rows": len(labelled),
+    }
+    if len(current) < settings.drift.min_samples:
+        verdict = build_verdict(
+            [], alpha=settings.drift.alpha, window_start=start, window_end=end, window=window_facts
+        )
+        ref_emb = cur_emb = np.empty((0, 0))
+        not_built: list[str] = []
+        log.warning("only %d rows in the window: insufficient data", len(current))
+    else:
+        ref_emb = embed(settings, [str(t) for t in reference["text"]], model, tokenizer, version)
+        cur_emb = embed(settings, [str(t) for t in current["text"]], model, tokenizer, version)
+        checks, not_built = run_checks(
+            settings, reference, current, ref_emb, cur_emb, labelled, start
+        )
+        verdict = build_verdict(
+            checks,
+            alpha=settings.drift.alpha,
+            method="fdr_bh",
+            window_start=start,
+            window_end=end,
+            window=window_facts,
+        )
+    verdict_dict = verdict.to_dict()
+    stamp = f"{end:%Y%m%dT%H%M%S}-v{version}"
+    if len(current):
+        html, json_path = write_reports(
+            settings, reference, current, verdict, ref_emb, cur_emb, stamp
+        )
+    else:
+        html, json_path = None, None
+    outcome = MonitorOutcome(
+        status=verdict.status,
+        breached=list(verdict.breached),
+        model_version=version,
+        window_start=start.isoformat(),
+        window_end=end.isoformat(),
+        rows=len(current),
+        report_html=html,
+        report_json=json_path,
+        not_built=not_built,
+        verdict=verdict_dict,
+    )
+    run_id = str(flow_run.id) if flow_run.id else None
+    model_name = settings.registry.model_name
+    if verdict.status == "breach":
+        _on_breach(settings, state, outcome, model_name, version, run_id, trigger_retrain)
+    elif verdict.status == "ok":
+        _on_ok(settings, state, outcome, model_name)
+    record_run(state, outcome, model_name, start, end, run_id)
+    try:
+        log_to_mlflow(settings, verdict_dict, version, [p for p in (html, json_path) if p])
+    except Exception as exc:  # the verdict stands even when tracking is down
+        log.error("could not log the monitor run to MLflow: %s", exc)
+    create_markdown_artifact(
+        verdict_markdown(outcome),
+        key="driftloop-monitor-verdict",
+        description=f"driftloop verdict {outcome.status}",
+    )
+    print(f"verdict: {outcome.status} (breached: {', '.join(outcome.breached) or '-'})")
+    return outcome.to_dict()
+
+
+@task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
+def record_run(
+    state: StateDB,
+    outcome: MonitorOutcome,
+    model_name: str,
+    start: datetime,
+    end: datetime,
+    run_id: str | None,
+) -> None:
+    """Store the verdict for ``driftloop status``."""
+    state.record_monitor_run(
+        model_name=model_name,
+        model_version=outcome.model_version,
+        status=outcome.status,
+        breached=outcome.breached,
+        window_start=start,
+        window_end=end,
+        report_html=outcome.report_html or outcome.report_json,
+        flow_run_id=run_id,
+        incident_key=outcome.incident_key,
+    )
+
+
+def _on_breach(
+    settings: Settings,
+    state: StateDB,
+    outcome: MonitorOutcome,
+    model_name: str,
+    version: str,
+    run_id: str | None,
+    trigger_retrain: bool,
+) -> None:
+    """Open (or join) the incident, page unless deduplicated, start the retrain once."""
+    from flows.alerts import notify_breach
+    from flows.state import APPROVAL_AUTO, APPROVAL_PENDING
+    from flows.wiring import RETRAIN_DEPLOYMENT, retrain_deployment_exists
+
+    key = incident_key(model_name, version)
+    incident, created = state.open_incident(
+        key,
+        model_name=model_name,
+        model_version=version,
+        verdict=outcome.verdict,
+        report_path=outcome.report_html or outcome.report_json,
+        monitor_flow_run_id=run_id,
+    )
+    outcome.incident_key, outcome.incident_created = key, created
+    retrain_run_id = incident.retrain_flow_run_id
+    start_inline = False
+    if trigger_retrain and settings.retrain.auto_approve:
+        start_inline = state.claim_retrain(key, approval=APPROVAL_AUTO)
+    elif (
+        trigger_retrain
+        and retrain_deployment_exists()
+        and state.claim_retrain(key, approval=APPROVAL_PENDING)
+    ):
+        from prefect.deployments import run_deployment
+
+        run = run_deployment(
+            RETRAIN_DEPLOYMENT,
+            parameters={
+                "incident_key": key,
+                "overrides": settings_overrides(settings),
+                "claimed": True,
+            },
+            timeout=0,
+            as_subflow=False,
+        )
+        retrain_run_id = str(run.id)
+        state.update_incident(incident.id, retrain_flow_run_id=retrain_run_id)
+        outcome.retrain = {"status": "awaiting_approval", "flow_run_id": retrain_run_id}
+    report = notify_breach(
+        state,
+        settings.alerts,
+        incident,
+        outcome.verdict,
+        report_path=outcome.report_html or outcome.report_json,
+        retrain_flow_run_id=retrain_run_id,
+    )
+    outcome.paged = None if report is None else report.kind
+    if start_inline:
+        from flows.retrain_flow import retrain_flow
+
+        log.warning(
+            "settings.retrain.auto_approve is ON: retraining for %s WITHOUT human approval", key
+        )
+        outcome.retrain = retrain_flow(
+            incident_key=key, overrides=settings_overrides(settings), claimed=True
+        )
+
+
+def _on_ok(settings: Settings, state: StateDB, outcome: MonitorOutcome, model_name: str) -> None:
+    """Resolve open incidents of the model and tell the on-call person."""
+    from flows.alerts import notify_resolved
+
+    for incident in state.resolve_open(model_name):
+        outcome.resolved.append(incident.key)
+        notify_resolved(
+            state,
+            settings.alerts,
+            incident,
+            report_path=outcome.report_html or outcome.report_json,
+        )
