@@ -1,0 +1,331 @@
+"""Group fairness over a segment attribute (e.g. the airline a tweet addresses).
+
+Per group (fairlearn ``MetricFrame``): rows, accuracy, and per class one-vs-rest the selection
+rate P(pred = c), true-positive rate P(pred = c | true = c) and false-positive rate
+P(pred = c | true != c).
+
+Differences (multiclass, one-vs-rest, the max over classes):
+
+* demographic-parity difference: ``max_c (max_g sel[g, c] - min_g sel[g, c])``;
+* equalized-odds difference: ``max_c max(TPR gap_c, FPR gap_c)`` (fairlearn's binary
+  definition applied per class). A rate that is undefined in a group (no true / no false rows
+  of that class) is left out of that gap, never read as 0.
+
+Only groups with at least ``min_group_size`` rows are judged; smaller groups are reported
+with ``judged=False``. Fewer than two judged groups gives ``insufficient_data``.
+
+p-value: two chi-square tests of independence over the judged groups - group x predicted
+class (demographic parity) and group x correct (accuracy parity) - combined by Bonferroni,
+``p = min(1, 2 min(p_pred, p_correct))``. A table without variation (e.g. every prediction
+correct) contributes p = 1 (no evidence of dependence).
+
+Alert policy: a difference above its threshold AND ``p < alpha``. A 0.3 gap on 30 rows per
+group is often noise; the threshold says what is material, the test whether it is credible.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from monitor.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BiasResult", "GroupMetrics", "bias_check"]
+
+
+@dataclass(frozen=True)
+class GroupMetrics:
+    """Metrics of one group; per-class tuples follow the order of ``labels``."""
+
+    group: str
+    n: int
+    judged: bool
+    accuracy: float
+    selection_rate: tuple[float, ...]
+    true_positive_rate: tuple[float | None, ...]
+    false_positive_rate: tuple[float | None, ...]
+
+
+@dataclass(frozen=True)
+class BiasResult:
+    """Demographic-parity and equalized-odds differences across judged groups."""
+
+    name: str
+    labels: tuple[str, ...]
+    groups: tuple[GroupMetrics, ...]
+    demographic_parity_difference: float | None
+    equalized_odds_difference: float | None
+    dp_worst: tuple[str, str, str] | None
+    eo_worst: tuple[str, str, str] | None
+    max_dp_difference: float
+    max_eo_difference: float
+    min_group_size: int
+    alpha: float
+    statistic: float | None
+    p_value: float | None
+    p_value_prediction: float | None
+    p_value_correctness: float | None
+    n: int
+    n_judged_groups: int
+    alert: bool
+    insufficient_data: bool
+
+    @property
+    def threshold(self) -> dict[str, float]:
+        """The practical thresholds of the two differences."""
+        return {
+            "demographic_parity": self.max_dp_difference,
+            "equalized_odds": self.max_eo_difference,
+        }
+
+    @property
+    def decision(self) -> str:
+        """``alert``, ``ok`` or ``insufficient_data``."""
+        if self.insufficient_data:
+            return "insufficient_data"
+        return "alert" if self.alert else "ok"
+
+    def evidence(self) -> dict[str, float | int | str]:
+        """Flat numbers behind the decision."""
+        out: dict[str, float | int | str] = {
+            "test": "chi2_independence_bonferroni2",
+            "decision": self.decision,
+            "alpha": self.alpha,
+            "max_dp_difference": self.max_dp_difference,
+            "max_eo_difference": self.max_eo_difference,
+            "min_group_size": self.min_group_size,
+            "n": self.n,
+            "n_groups": len(self.groups),
+            "n_judged_groups": self.n_judged_groups,
+        }
+        for key in (
+            "demographic_parity_difference",
+            "equalized_odds_difference",
+            "statistic",
+            "p_value",
+            "p_value_prediction",
+            "p_value_correctness",
+        ):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = float(value)
+        if self.dp_worst:
+            out["dp_worst"] = f"{self.dp_worst[0]}: {self.dp_worst[1]} vs {self.dp_worst[2]}"
+        if self.eo_worst:
+            out["eo_worst"] = f"{self.eo_worst[0]}: {self.eo_worst[1]} vs {self.eo_worst[2]}"
+        return out
+
+
+def _rate(num: np.ndarray, den: np.ndarray) -> float:
+    return float(num.sum() / den.sum()) if den.sum() > 0 else math.nan
+
+
+def _chi2_p(table: np.ndarray) -> float:
+    from scipy import stats
+
+    table = table[:, table.sum(axis=0) > 0]  # drop categories nobody has
+    if table.shape[1] < 2 or table.shape[0] < 2:
+        return 1.0  # no variation: no evidence of dependence
+    return float(stats.chi2_contingency(table, correction=False).pvalue)
+
+
+def _worst_gap(
+    matrix: np.ndarray, names: list[str], labels: tuple[str, ...]
+) -> tuple[float | None, tuple[str, str, str] | None]:
+    """Largest max-min gap over columns (classes), ignoring NaN; with (class, high, low)."""
+    best: tuple[float | None, tuple[str, str, str] | None] = (None, None)
+    for c, label in enumerate(labels):
+        col = matrix[:, c]
+        ok = ~np.isnan(col)
+        if ok.sum() < 2:
+            continue
+        idx = np.flatnonzero(ok)
+        hi, lo = idx[np.argmax(col[ok])], idx[np.argmin(col[ok])]
+        gap = float(col[hi] - col[lo])
+        if best[0] is None or gap > best[0]:
+            best = (gap, (label, names[hi], names[lo]))
+    return best
+
+
+def bias_check(
+    y_true: Sequence[Any] | np.ndarray,
+    y_pred: Sequence[Any] | np.ndarray,
+    groups: Sequence[Hashable] | np.ndarray,
+    *,
+    labels: Sequence[Any],
+    max_dp_difference: float = 0.25,
+    max_eo_difference: float = 0.25,
+    min_group_size: int = 30,
+    alpha: float = 0.05,
+    name: str = "bias",
+) -> BiasResult:
+    """Per-group metrics, parity differences and their significance over a segment attribute.
+
+    Args:
+        y_true: True classes (values from ``labels``).
+        y_pred: Predicted classes (values from ``labels``).
+        groups: Segment value of each row (e.g. the airline); None/NaN is not allowed.
+        labels: All classes, in report order (at least two).
+        max_dp_difference: Demographic-parity difference above which the gap is material.
+        max_eo_difference: Equalized-odds difference above which the gap is material.
+        min_group_size: Smaller groups are reported but not judged.
+        alpha: Level of the chi-square tests in the alert policy.
+        name: Name of the check in the verdict.
+
+    Raises:
+        InputError: on empty or mismatched inputs, missing groups, unknown classes, fewer than
+            two labels, or invalid parameters.
+    """
+    from fairlearn.metrics import (
+        MetricFrame,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )
+
+    label_list = list(labels)
+    if len(label_list) < 2 or len(set(label_list)) != len(label_list):
+        raise InputError("labels must be at least two distinct classes")
+    yt, yp = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
+    g = np.asarray(groups, dtype=object)
+    n = len(yt)
+    if n == 0:
+        raise InputError("bias_check needs at least one row")
+    if len(yp) != n or len(g) != n:
+        raise InputError(f"mismatched lengths: y_true={n}, y_pred={len(yp)}, groups={len(g)}")
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in g):
+        raise InputError("groups contain missing values (None/NaN)")
+    index = {lab: i for i, lab in enumerate(label_list)}
+    try:
+        ti = np.array([index[v] for v in yt])
+        pi = np.array([index[v] for v in yp])
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"class not in labels {label_list}: {exc}") from exc
+    for what, value in (
+        ("max_dp_difference", max_dp_difference),
+        ("max_eo_difference", max_eo_difference),
+    ):
+        if not 0 <= value <= 1:
+            raise InputError(f"{what} must be in [0, 1], got {value}")
+    if min_group_size < 2:
+        raise InputError(f"min_group_size must be >= 2, got {min_group_size}")
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha must be in (0, 1), got {alpha}")
+
+    gs = np.array([str(v) for v in g])
+    correct = (ti == pi).astype(int)
+    overall = MetricFrame(
+        metrics={"accuracy": lambda t, p: float(np.mean(t == p)), "n": lambda t, p: len(t)},
+        y_true=ti,
+        y_pred=pi,
+        sensitive_features=gs,
+    ).by_group
+    names = [str(x) for x in overall.index]
+    k = len(label_list)
+    sel = np.full((len(names), k), math.nan)
+    tpr = np.full((len(names), k), math.nan)
+    fpr = np.full((len(names), k), math.nan)
+    for c in range(k):
+        bt, bp = (ti == c).astype(int), (pi == c).astype(int)
+        frame = MetricFrame(
+            metrics={"selection_rate": selection_rate},
+            y_true=bt,
+            y_pred=bp,
+            sensitive_features=gs,
+        ).by_group
+        sel[:, c] = frame.loc[names, "selection_rate"].to_numpy(dtype=float)
+        # TPR/FPR are undefined where a group has no positives / negatives of class c;
+        # fairlearn would warn and return 0 there, so compute only where defined.
+        for gi, gname in enumerate(names):
+            mask = gs == gname
+            if bt[mask].sum() > 0:
+                tpr[gi, c] = float(true_positive_rate(bt[mask], bp[mask]))
+            if (1 - bt[mask]).sum() > 0:
+                fpr[gi, c] = float(false_positive_rate(bt[mask], bp[mask]))
+
+    def _opt(v: float) -> float | None:
+        return None if math.isnan(v) else float(v)
+
+    sizes = overall["n"].to_numpy(dtype=int)
+    judged = sizes >= min_group_size
+    group_rows = tuple(
+        GroupMetrics(
+            group=names[i],
+            n=int(sizes[i]),
+            judged=bool(judged[i]),
+            accuracy=float(overall["accuracy"].iloc[i]),
+            selection_rate=tuple(float(x) for x in sel[i]),
+            true_positive_rate=tuple(_opt(x) for x in tpr[i]),
+            false_positive_rate=tuple(_opt(x) for x in fpr[i]),
+        )
+        for i in range(len(names))
+    )
+    label_names = tuple(str(x) for x in label_list)
+    common: dict[str, Any] = {
+        "name": name,
+        "labels": label_names,
+        "groups": group_rows,
+        "max_dp_difference": max_dp_difference,
+        "max_eo_difference": max_eo_difference,
+        "min_group_size": min_group_size,
+        "alpha": alpha,
+        "n": n,
+        "n_judged_groups": int(judged.sum()),
+    }
+    if judged.sum() < 2:
+        logger.info("bias: %d judged groups (min size %d)", judged.sum(), min_group_size)
+        return BiasResult(
+            demographic_parity_difference=None,
+            equalized_odds_difference=None,
+            dp_worst=None,
+            eo_worst=None,
+            statistic=None,
+            p_value=None,
+            p_value_prediction=None,
+            p_value_correctness=None,
+            alert=False,
+            insufficient_data=True,
+            **common,
+        )
+    jnames = [names[i] for i in np.flatnonzero(judged)]
+    dp, dp_worst = _worst_gap(sel[judged], jnames, label_names)
+    tpr_gap, tpr_worst = _worst_gap(tpr[judged], jnames, label_names)
+    fpr_gap, fpr_worst = _worst_gap(fpr[judged], jnames, label_names)
+    eo, eo_worst = tpr_gap, tpr_worst
+    if fpr_gap is not None and (eo is None or fpr_gap > eo):
+        eo, eo_worst = fpr_gap, fpr_worst
+    if eo_worst is not None:
+        kind = "TPR" if eo_worst is tpr_worst else "FPR"
+        eo_worst = (f"{eo_worst[0]} ({kind})", eo_worst[1], eo_worst[2])
+
+    in_judged = np.isin(gs, jnames)
+    jg, jp, jc = gs[in_judged], pi[in_judged], correct[in_judged]
+    pred_table = np.array([[np.sum((jg == gn) & (jp == c)) for c in range(k)] for gn in jnames])
+    corr_table = np.array([[np.sum((jg == gn) & (jc == v)) for v in (0, 1)] for gn in jnames])
+    p_pred, p_corr = _chi2_p(pred_table), _chi2_p(corr_table)
+    p_value = min(1.0, 2 * min(p_pred, p_corr))
+    material = (dp is not None and dp > max_dp_difference) or (
+        eo is not None and eo > max_eo_difference
+    )
+    alert = bool(material and p_value < alpha)
+    logger.info("bias: dp=%s eo=%s p=%.3g alert=%s", dp, eo, p_value, alert)
+    return BiasResult(
+        demographic_parity_difference=dp,
+        equalized_odds_difference=eo,
+        dp_worst=dp_worst,
+        eo_worst=eo_worst,
+        statistic=max(v for v in (dp, eo) if v is not None) if (dp, eo) != (None, None) else None,
+        p_value=p_value,
+        p_value_prediction=p_pred,
+        p_value_correctness=p_corr,
+        alert=alert,
+        insufficient_data=False,
+        **common,
+    )
