@@ -12,7 +12,8 @@ Differences (multiclass, one-vs-rest, the max over classes):
   of that class) is left out of that gap, never read as 0.
 
 Only groups with at least ``min_group_size`` rows are judged; smaller groups are reported
-with ``judged=False``. Fewer than two judged groups gives ``insufficient_data``.
+with ``judged=False``. Fewer than two judged groups (including no rows at all: labels not
+arrived yet) gives ``insufficient_data``.
 
 p-value: two chi-square tests of independence over the judged groups - group x predicted
 class (demographic parity) and group x correct (accuracy parity) - combined by Bonferroni,
@@ -180,7 +181,7 @@ def bias_check(
         name: Name of the check in the verdict.
 
     Raises:
-        InputError: on empty or mismatched inputs, missing groups, unknown classes, fewer than
+        InputError: on mismatched inputs, missing groups, unknown classes, fewer than
             two labels, or invalid parameters.
     """
     from fairlearn.metrics import (
@@ -196,8 +197,6 @@ def bias_check(
     yt, yp = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
     g = np.asarray(groups, dtype=object)
     n = len(yt)
-    if n == 0:
-        raise InputError("bias_check needs at least one row")
     if len(yp) != n or len(g) != n:
         raise InputError(f"mismatched lengths: y_true={n}, y_pred={len(yp)}, groups={len(g)}")
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in g):
@@ -219,6 +218,29 @@ def bias_check(
     if not 0 < alpha < 1:
         raise InputError(f"alpha must be in (0, 1), got {alpha}")
 
+    if n == 0:  # no labelled rows in the window yet: nothing to judge, not an error
+        logger.info("bias: no labelled rows")
+        return BiasResult(
+            name=name,
+            labels=tuple(str(x) for x in label_list),
+            groups=(),
+            demographic_parity_difference=None,
+            equalized_odds_difference=None,
+            dp_worst=None,
+            eo_worst=None,
+            max_dp_difference=max_dp_difference,
+            max_eo_difference=max_eo_difference,
+            min_group_size=min_group_size,
+            alpha=alpha,
+            statistic=None,
+            p_value=None,
+            p_value_prediction=None,
+            p_value_correctness=None,
+            n=0,
+            n_judged_groups=0,
+            alert=False,
+            insufficient_data=True,
+        )
     gs = np.array([str(v) for v in g])
     correct = (ti == pi).astype(int)
     overall = MetricFrame(

@@ -113,6 +113,8 @@ def _check_embeddings(emb: np.ndarray | None, rows: int, what: str) -> np.ndarra
     if emb is None:
         return None
     arr = np.asarray(emb, dtype=float)
+    if arr.size == 0:
+        return None  # an empty array means "no embeddings" (a window too small to embed)
     if arr.ndim != 2 or arr.shape[0] != rows:
         raise InputError(f"{what} must be (rows={rows}, dims), got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):

@@ -95,6 +95,11 @@ def test_fewer_than_two_judged_groups_is_insufficient() -> None:
     assert res.evidence()["decision"] == "insufficient_data"
 
 
+def test_no_rows_is_insufficient() -> None:
+    res = bias_check([], [], [], labels=[0, 1, 2])
+    assert res.insufficient_data and res.p_value is None and res.groups == ()
+
+
 def test_undefined_rates_are_none_not_zero() -> None:
     y = np.array([0] * 40 + [0] * 20 + [1] * 20)
     pred = y.copy()
@@ -116,7 +121,6 @@ def test_string_labels() -> None:
 @pytest.mark.parametrize(
     ("y", "p", "g", "labels"),
     [
-        ([], [], [], [0, 1]),
         ([0, 1], [0], ["a", "b"], [0, 1]),
         ([0, 1], [0, 1], ["a", None], [0, 1]),
         ([0, 1], [0, 1], ["a", float("nan")], [0, 1]),

@@ -92,6 +92,12 @@ def test_write_report_without_embeddings_or_probabilities(
     verdict = build_verdict([_Check("drift", 0.5, False)])
     paths = write_report(ref, cur, verdict, tmp_path)
     assert paths.html.stat().st_size > 0 and paths.json.is_file()
+    # Empty embedding arrays (what the flow passes for an unembedded window) mean "none".
+    empty = np.empty((0, 0))
+    paths = write_report(
+        ref, cur, verdict, tmp_path, reference_embeddings=empty, current_embeddings=empty
+    )
+    assert paths.html.stat().st_size > 0 and paths.json.is_file()
 
 
 def test_write_report_bad_input(tmp_path: Path) -> None:

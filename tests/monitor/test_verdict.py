@@ -60,6 +60,12 @@ def test_ok_and_all_insufficient() -> None:
     assert v.status == "insufficient_data" and v.passed == ()
 
 
+def test_no_checks_is_insufficient_data() -> None:
+    v = build_verdict([])
+    assert v.status == "insufficient_data" and v.checks == ()
+    assert json.loads(v.to_json())["checks"] == []
+
+
 def test_partially_insufficient_is_ok_but_incomplete() -> None:
     v = build_verdict([FakeCheck("a", 0.5, False), FakeCheck("b", None, False, True)])
     assert v.status == "ok" and not v.complete and v.passed == ("a",)
@@ -68,7 +74,6 @@ def test_partially_insufficient_is_ok_but_incomplete() -> None:
 @pytest.mark.parametrize(
     "checks",
     [
-        [],
         [FakeCheck("a", 0.1, False), FakeCheck("a", 0.2, False)],
         [FakeCheck("a", None, False)],
         [FakeCheck("a", float("nan"), False)],
