@@ -439,7 +439,7 @@ def test_sample_basic(store: PredictionStore) -> None:
 
 
 def test_sample_is_uniform_over_seeds(store: PredictionStore) -> None:
-    rows, n, seeds = 200, 20, 600
+    rows, n, seeds = 150, 15, 400
     store.log_predictions([pred(i) for i in range(rows)])
     hits = dict.fromkeys((f"req-{i}" for i in range(rows)), 0)
     for seed in range(seeds):
