@@ -132,6 +132,15 @@ def _label_ids(values: pd.Series, labels: tuple[str, ...]) -> np.ndarray:
     return np.array([index[v] if isinstance(v, str) else int(v) for v in values], dtype=int)
 
 
+def _with_predicted_label(reference: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:
+    """The champion's reference sample with ``predicted_label`` (argmax) for the report."""
+    if "predicted_label" in reference.columns or not len(reference):
+        return reference
+    out = reference.copy()
+    out["predicted_label"] = [labels[i] for i in _probs(out["probabilities"]).argmax(axis=1)]
+    return out
+
+
 def _probs(values: pd.Series) -> np.ndarray:
     return np.asarray([list(p) for p in values], dtype=float)
 
@@ -391,7 +400,9 @@ def monitor_flow(
     version = str(info.version)
     current = sample_window(settings, start, end, None)
     labelled = labelled_rows(settings, end - timedelta(days=DECAY_LOOKBACK_DAYS), end)
-    reference = reference.head(settings.drift.reference_size)
+    reference = _with_predicted_label(
+        reference.head(settings.drift.reference_size), settings.model.labels
+    )
     window_facts: dict[str, float | int | str] = {
         "rows": len(current),
         "reference_rows": len(reference),

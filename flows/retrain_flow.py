@@ -176,7 +176,7 @@ def retrain_flow(
                 wait_for_input=ApprovalInput,
                 timeout=settings.retrain.approval_timeout_s,
                 poll_interval=min(poll_interval_s, settings.retrain.approval_timeout_s),
-                key=f"approval-{key}",
+                key="approval",
             )
         except FlowPauseTimeout:
             if incident is not None:
