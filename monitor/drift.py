@@ -240,25 +240,34 @@ def _alibi_scores(
 
 
 def fit_projection(reference: np.ndarray, k: int, *, seed: int = 0) -> PCAProjection:
-    """Fit a k-component PCA on the reference rows only.
+    """Fit a k-component PCA on the reference rows only (exact SVD; ``seed`` drives the
+    randomized SVD used for references above 20M values).
 
     Raises:
         InputError: on invalid arrays, ``k < 1``, ``k`` above the dimensionality, or fewer
             reference rows than ``k``.
     """
-    from sklearn.decomposition import PCA
-
     ref = _as_matrix(reference, "reference")
     if k < 1 or k > ref.shape[1]:
         raise InputError(f"k must lie in [1, {ref.shape[1]}] (the dimensionality), got {k}")
     if ref.shape[0] < k:
         raise InputError(f"reference has {ref.shape[0]} rows, fewer than k={k} components")
-    pca = PCA(n_components=k, random_state=seed).fit(ref)
-    return PCAProjection(
-        mean=pca.mean_.copy(),
-        components=pca.components_.copy(),
-        explained_variance_ratio=pca.explained_variance_ratio_.copy(),
-    )
+    mean = ref.mean(axis=0)
+    centred = ref - mean
+    if ref.shape[0] * ref.shape[1] > 20_000_000:
+        from sklearn.utils.extmath import randomized_svd
+
+        _, s, vt = randomized_svd(centred, k, random_state=seed)
+    else:
+        _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    components = vt[:k]
+    # Deterministic signs: the largest-magnitude loading of each component is positive.
+    signs = np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])
+    components = components * np.where(signs == 0, 1.0, signs)[:, None]
+    variance = s**2
+    total = float((centred**2).sum())
+    ratio = variance[:k] / total if total > 0 else np.zeros(k)
+    return PCAProjection(mean=mean, components=components, explained_variance_ratio=ratio)
 
 
 def ks_drift(
