@@ -139,7 +139,7 @@ def _bias_gaps(
         y_true,
         y_pred,
         groups,
-        labels=list(labels),
+        labels=list(range(len(labels))),  # y_true/y_pred hold label ids
         max_dp_difference=bias.max_demographic_parity_difference,
         max_eo_difference=bias.max_equalized_odds_difference,
         min_group_size=bias.min_group_size,
