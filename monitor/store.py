@@ -679,12 +679,29 @@ class PredictionStore:
         return self._frame(stmt)
 
     def labelled(
-        self, start: datetime, end: datetime, *, model_version: str | None = None
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        model_version: str | None = None,
+        as_of: datetime | str | None = None,
     ) -> pd.DataFrame:
-        """Predictions in the window (by prediction time) that have a true label."""
+        """Predictions in the window (by prediction time) that have a true label.
+
+        Args:
+            start: first prediction time (inclusive).
+            end: last prediction time (exclusive).
+            model_version: only predictions of this model version.
+            as_of: only labels whose label timestamp is ``<= as_of`` count (labels arrive
+                late: a replay of a past window must not see labels that arrived after it).
+                None: every label known now.
+        """
+        where = self._where(start, end, model_version)
+        if as_of is not None:
+            where = and_(where, labels_table.c.timestamp <= _parse_bound(as_of))
         stmt = (
             self._select(inner=True)
-            .where(self._where(start, end, model_version))
+            .where(where)
             .order_by(predictions.c.timestamp, predictions.c.id)
         )
         return self._frame(stmt)

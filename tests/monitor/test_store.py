@@ -250,6 +250,34 @@ def test_labels_join_and_validation(store: PredictionStore) -> None:
     assert store.counts() == {"predictions": 5, "labels": 2, "quarantine": 4}
 
 
+def test_labelled_as_of_ignores_labels_that_arrived_later(store: PredictionStore) -> None:
+    store.log_predictions([pred(i) for i in range(6)])
+    # req-i is labelled i hours after T0 (req-5 stays unlabelled).
+    store.log_labels(
+        [
+            {"request_id": f"req-{i}", "label": "negative", "timestamp": T0 + timedelta(hours=i)}
+            for i in range(5)
+        ]
+    )
+    everything = store.labelled(T0, NOW)
+    assert list(everything["request_id"]) == [f"req-{i}" for i in range(5)]
+    cut = T0 + timedelta(hours=2)
+    as_of = store.labelled(T0, NOW, as_of=cut)
+    assert list(as_of["request_id"]) == ["req-0", "req-1", "req-2"]  # <= as_of: inclusive
+    assert (as_of["label_timestamp"] <= pd.Timestamp(cut)).all()
+    # Naive and ISO-string bounds mean UTC, like the window bounds.
+    naive = store.labelled(T0, NOW, as_of=cut.replace(tzinfo=None) - timedelta(seconds=1))
+    assert list(naive["request_id"]) == ["req-0", "req-1"]
+    assert len(store.labelled(T0, NOW, as_of=cut.isoformat())) == 3
+    assert store.labelled(T0, NOW, as_of=T0 - timedelta(seconds=1)).empty
+    # Combines with the prediction window and the version filter.
+    assert list(store.labelled(T0, T0 + timedelta(minutes=2), as_of=cut)["request_id"]) == [
+        "req-0",
+        "req-1",
+    ]
+    assert store.labelled(T0, NOW, model_version="2", as_of=cut).empty
+
+
 # --- atomicity ------------------------------------------------------------------------------
 
 
