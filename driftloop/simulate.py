@@ -162,10 +162,15 @@ def simulate_traffic(
     model_name: str | None = None,
     model_version: str | None = None,
     days: int | None = None,
+    first_day: int = 0,
     start: datetime | None = None,
     progress: bool = True,
 ) -> SimulationSummary:
-    """Replay ``days`` days of demo traffic through a model into the prediction log.
+    """Replay days ``first_day .. first_day + days - 1`` of demo traffic into the prediction log.
+
+    A day's rows, request ids and timestamps depend only on ``(seed, day)`` and ``start``, so
+    the demo can serve one day at a time with whichever model is the champion that day, and a
+    re-run stores nothing new.
 
     Args:
         settings: the settings (``demo``, ``model`` and ``registry`` sections are read).
@@ -175,9 +180,11 @@ def simulate_traffic(
         tokenizer: its tokenizer.
         model_name: logged model name (default ``settings.registry.model_name``).
         model_version: logged version (default the model directory name, or ``"base"``).
-        days: simulated days (default ``settings.demo.days``).
-        start: midnight-aligned start of day 0 (default ``days`` days before now, so every
-            timestamp is in the past).
+        days: number of simulated days (default ``settings.demo.days`` minus ``first_day``).
+        first_day: the first day to simulate (day numbers count from ``start``).
+        start: midnight-aligned start of day 0 (default: midnight ``max(demo.days,
+            first_day + days)`` days before now, so every timestamp is in the past and a
+            day's date does not depend on which days one call covers).
         progress: show a rich progress bar.
 
     Returns:
@@ -186,9 +193,12 @@ def simulate_traffic(
     from driftloop.models import load_classifier, predict_proba
 
     demo = settings.demo
-    n_days = days if days is not None else demo.days
+    if first_day < 0:
+        raise ValueError(f"first_day must be >= 0, got {first_day}")
+    n_days = days if days is not None else demo.days - first_day
     if n_days <= 0:
         raise ValueError(f"days must be > 0, got {n_days}")
+    day_numbers = range(first_day, first_day + n_days)
     labels = settings.model.labels
     if (model is None) != (tokenizer is None):
         raise ValueError("pass both model and tokenizer, or neither")
@@ -206,7 +216,8 @@ def simulate_traffic(
 
     now = datetime.now(UTC)
     if start is None:
-        start = (now - timedelta(days=n_days)).replace(hour=0, minute=0, second=0, microsecond=0)
+        span = max(demo.days, day_numbers.stop)
+        start = (now - timedelta(days=span)).replace(hour=0, minute=0, second=0, microsecond=0)
     start = start if start.tzinfo else start.replace(tzinfo=UTC)
 
     _, pool = reference_split(read_demo_rows(), demo.seed)
@@ -216,7 +227,7 @@ def simulate_traffic(
     summaries: list[DaySummary] = []
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("simulating traffic", total=n_days)
-        for day in range(n_days):
+        for day in day_numbers:
             picks, offsets, labelled = _day_rows(day, airline, other, settings)
             texts = [str(r["text"]) for r in picks]
             began = time.perf_counter()
@@ -281,5 +292,10 @@ def simulate_traffic(
             )
             bar.advance(task)
     summary = SimulationSummary(name, version, start, tuple(summaries))
-    log.info("simulated %d days: %d predictions, %d labels", n_days, summary.rows, summary.labels)
+    log.info(
+        "simulated day(s) %s: %d predictions, %d labels",
+        f"{day_numbers.start}-{day_numbers.stop - 1}" if n_days > 1 else day_numbers.start,
+        summary.rows,
+        summary.labels,
+    )
     return summary

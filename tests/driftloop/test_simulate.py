@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from driftloop.data import AIRLINE_TOPIC
@@ -125,3 +126,50 @@ def test_simulate_from_model_dir_and_fixed_start(
 def test_simulate_rejects_half_a_model(sim_settings: Settings, store: PredictionStore) -> None:
     with pytest.raises(ValueError, match="model and tokenizer"):
         simulate_traffic(sim_settings, store, model=object(), progress=False)
+
+
+def test_day_by_day_equals_one_run(sim_settings: Settings, tmp_path: Any, tiny_model: Any) -> None:
+    """Days simulated one at a time give the rows, ids and timestamps of a single run."""
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    whole = open_store(
+        sim_settings.store.model_copy(update={"url": f"sqlite:///{tmp_path}/whole.db"}),
+        create=True,
+    )
+    parts = open_store(
+        sim_settings.store.model_copy(update={"url": f"sqlite:///{tmp_path}/parts.db"}),
+        create=True,
+    )
+    kwargs: dict[str, Any] = {
+        "model": tiny_model.model,
+        "tokenizer": tiny_model.tokenizer,
+        "model_version": "1",
+        "start": start,
+        "progress": False,
+    }
+    simulate_traffic(sim_settings, whole, **kwargs)
+    one = simulate_traffic(sim_settings, parts, first_day=0, days=1, **kwargs)
+    rest = simulate_traffic(sim_settings, parts, first_day=1, **kwargs)
+    assert [d.day for d in one.days] == [0] and [d.day for d in rest.days] == [1, 2, 3]
+    assert [d.date for d in rest.days] == ["2024-03-02", "2024-03-03", "2024-03-04"]
+    assert [d.shifted_share for d in rest.days] == [0.0, 0.5, 0.5]
+    end = start + timedelta(days=4)
+    a, b = whole.window(start, end), parts.window(start, end)
+    cols = ["request_id", "timestamp", "text", "label", "label_timestamp"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert b["request_id"].str.fullmatch(r"sim-3-00[0-3]-\d{5}").all()
+    # Day 2 alone, with the default start: dated like the whole run's day 2.
+    alone = simulate_traffic(
+        sim_settings,
+        parts,
+        model=tiny_model.model,
+        tokenizer=tiny_model.tokenizer,
+        first_day=2,
+        days=1,
+        progress=False,
+    )
+    full = simulate_traffic(
+        sim_settings, parts, model=tiny_model.model, tokenizer=tiny_model.tokenizer, progress=False
+    )
+    assert alone.start == full.start and alone.days[0].date == full.days[2].date
+    with pytest.raises(ValueError, match="first_day"):
+        simulate_traffic(sim_settings, parts, first_day=-1, progress=False)
