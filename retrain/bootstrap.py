@@ -1,10 +1,17 @@
 """The first champion: fine-tune the base model on the reference domain and register it.
 
 The reference domain is the airline rows of the simulator's reference split. Of those, a frozen
-regression set (up to ``drift.reference_size`` rows) is held out: it is logged with the model's
-probabilities as ``reference/reference.parquet`` (the monitor's drift reference, and the gate's
-forgetting check); the training rows are logged as ``reference/replay.parquet`` (the replay pool
-of later retrains).
+regression set (up to ``drift.reference_size`` rows) is held out. Every registered version's run
+carries three artifacts:
+
+* ``reference/reference.parquet``: the *drift reference*, the traffic the monitor compares the
+  version's production windows with, with the version's own probabilities. For the bootstrap
+  it is the regression set; a promoted retrain replaces it with held-out rows of the accepted
+  new traffic (see :mod:`retrain.pipeline`).
+* ``reference/regression.parquet``: the frozen regression set, carried unchanged from version to
+  version (the gate's forgetting check). Versions logged before this artifact existed fall back
+  to ``reference.parquet``.
+* ``reference/replay.parquet``: the training rows (the replay pool of later retrains).
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFERENCE_ARTIFACT = "reference/reference.parquet"
+REGRESSION_ARTIFACT = "reference/regression.parquet"
 REPLAY_ARTIFACT = "reference/replay.parquet"
+#: Columns of the regression set (no model output: it never changes between versions).
+REGRESSION_COLUMNS = ("text", "label", "topic", "airline")
 #: Share of the bootstrap training rows used for early stopping.
 EVAL_FRACTION = 0.1
 #: Bootstrap defaults that keep it to minutes on 2 CPU cores (tweets rarely exceed 64 tokens).
@@ -81,20 +91,38 @@ def log_reference_artifacts(
     reference: pd.DataFrame,
     replay: pd.DataFrame,
     probabilities: Any,
+    regression: pd.DataFrame | None = None,
 ) -> None:
-    """Write ``reference.parquet`` (with the model's probabilities) and ``replay.parquet``."""
-    ref = reference.copy()
+    """Log a version's ``reference/`` artifacts to ``run``.
+
+    Args:
+        run: the training run of the version.
+        reference: the drift reference rows (text, label, topic, airline).
+        replay: the replay pool (what the version was trained on).
+        probabilities: the version's class probabilities of ``reference``, row by row.
+        regression: the frozen regression set (default: ``reference`` itself, as for the
+            bootstrap).
+    """
+    ref = reference.drop(columns=["probabilities"], errors="ignore").copy()
+    if len(ref) != len(probabilities):
+        raise RetrainError(f"{len(ref)} reference rows but {len(probabilities)} probabilities")
     ref["probabilities"] = [list(map(float, p)) for p in probabilities]
+    frozen = reference if regression is None else regression
+    frozen = frozen.reindex(columns=[c for c in REGRESSION_COLUMNS if c in frozen.columns])
     with tempfile.TemporaryDirectory(prefix="driftloop-ref-") as tmp:
         ref.to_parquet(Path(tmp) / "reference.parquet", index=False)
+        frozen.to_parquet(Path(tmp) / "regression.parquet", index=False)
         replay.to_parquet(Path(tmp) / "replay.parquet", index=False)
         run.log_artifacts(tmp, "reference")
 
 
-def _champion_artifact(registry: Registry, artifact: str) -> pd.DataFrame:
+def _version_artifact(
+    registry: Registry, artifact: str, version: str | None = None
+) -> pd.DataFrame:
+    """One parquet artifact of the champion's run (or of ``version``'s run)."""
     import pandas as pd
 
-    info = registry.champion()
+    info = registry.champion() if version is None else registry.version(version)
     if info is None or info.run_id is None:
         raise RetrainError("no champion with a run: run the bootstrap first")
     with tempfile.TemporaryDirectory(prefix="driftloop-ref-") as tmp:
@@ -107,14 +135,32 @@ def _champion_artifact(registry: Registry, artifact: str) -> pd.DataFrame:
             ) from exc
 
 
-def load_reference(registry: Registry) -> pd.DataFrame:
-    """The champion's frozen reference sample: text, label, topic, airline, probabilities."""
-    return _champion_artifact(registry, REFERENCE_ARTIFACT)
+def load_reference(registry: Registry, version: str | None = None) -> pd.DataFrame:
+    """The champion's drift reference: text, label, topic, airline, probabilities.
+
+    What the monitor compares production windows with. It moves only when a retrain that
+    rebased it is promoted.
+    """
+    return _version_artifact(registry, REFERENCE_ARTIFACT, version)
 
 
-def load_replay(registry: Registry) -> pd.DataFrame:
+def load_regression(registry: Registry, version: str | None = None) -> pd.DataFrame:
+    """The frozen regression set (text, label, topic, airline) for the gate's forgetting check.
+
+    Falls back to ``reference.parquet`` (without probabilities) for versions logged before the
+    regression set had its own artifact.
+    """
+    try:
+        frame = _version_artifact(registry, REGRESSION_ARTIFACT, version)
+    except ModelArtifactError:
+        log.info("no %s: using %s as the regression set", REGRESSION_ARTIFACT, REFERENCE_ARTIFACT)
+        frame = _version_artifact(registry, REFERENCE_ARTIFACT, version)
+    return frame.drop(columns=["probabilities", "predicted_label"], errors="ignore")
+
+
+def load_replay(registry: Registry, version: str | None = None) -> pd.DataFrame:
     """The champion's replay pool (the data it was trained on): text, label, topic, airline."""
-    return _champion_artifact(registry, REPLAY_ARTIFACT)
+    return _version_artifact(registry, REPLAY_ARTIFACT, version)
 
 
 def bootstrap(

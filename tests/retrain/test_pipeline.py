@@ -171,3 +171,127 @@ def test_bad_input_or_crash_registers_nothing(
     model, _, info = reg.load_champion(LABELS)
     assert info.version == "1" and model is not None
     assert CHALLENGER in reg.version("2").aliases
+
+
+def _mixed(demo_rows, n: int, seed: int) -> pd.DataFrame:
+    """Labelled production rows of a shifted day: half airline, half other topics."""
+    rng = random.Random(seed)
+    airline = rng.sample([r for r in demo_rows if r["topic"] == "airline"][1200:], n // 2)
+    other = rng.sample([r for r in demo_rows if r["topic"] not in ("airline", "other")], n // 2)
+    rows = airline + other
+    return pd.DataFrame(
+        {
+            "request_id": [f"mix-{seed}-{i}" for i in range(len(rows))],
+            "timestamp": pd.Timestamp("2026-01-03", tz="UTC"),
+            "text": [r["text"] for r in rows],
+            "label": [r["label_name"] for r in rows],
+            "segments": [
+                {"topic": r["topic"], **({"airline": r["airline"]} if r.get("airline") else {})}
+                for r in rows
+            ],
+        }
+    )
+
+
+def test_reference_moves_only_on_promotion_and_regression_set_never(
+    settings: Settings, tiny_model, demo_rows, airline_rows, monkeypatch
+) -> None:
+    import retrain.pipeline as pipeline
+    from retrain.bootstrap import load_regression, load_replay
+
+    trained: list[set[str]] = []
+    real_finetune = pipeline.finetune
+
+    def recording(model_dir, train, eval, **kwargs):
+        trained.append(set(train["text"]) | set(eval["text"]))
+        return real_finetune(model_dir, train, eval, **kwargs)
+
+    monkeypatch.setattr(pipeline, "finetune", recording)
+    s = _fast(settings, tiny_model, min_gain=-1.0, max_forgetting=1.0, bias_tolerance=1.0)
+    bootstrap(s, rows=airline_rows, progress=False, epochs=1)
+    reg = Registry(s.registry)
+    ref1, regression1 = load_reference(reg), load_regression(reg)
+    assert ref1["text"].tolist() == regression1["text"].tolist()
+    assert "probabilities" not in regression1
+
+    day = _mixed(demo_rows, 200, seed=5)
+    out = retrain(
+        s,
+        day,
+        window="day-3",
+        approver="alice",
+        reason="drift",
+        progress=False,
+        epochs=1,
+        min_reference_rows=20,
+    )
+    assert out.promoted and out.reference_rebased and out.reference_rows > 20
+    ref2 = load_reference(reg)
+    held = set(ref2["text"])
+    assert len(ref2) == out.reference_rows and held <= set(day["text"])
+    # The held-out rows were never trained on (nor used for early stopping / the gate).
+    assert not held & trained[-1]
+    assert not held & set(load_replay(reg)["text"])
+    assert {"text", "label", "topic", "airline", "probabilities"} <= set(ref2.columns)
+    assert "airline" in set(ref2["topic"]) and len(set(ref2["topic"])) > 1  # the new mix
+    pd.testing.assert_frame_equal(load_regression(reg), regression1)
+    assert "rebased" in reg.version(out.version).tags["reference"]
+
+    # A refused challenger logs its own rebased reference, but the champion's does not move.
+    strict = _fast(settings, tiny_model, min_gain=1.0)
+    refused = retrain(
+        strict,
+        _mixed(demo_rows, 200, seed=6),
+        window="day-4",
+        approver="alice",
+        reason="drift",
+        progress=False,
+        epochs=1,
+        min_reference_rows=20,
+    )
+    assert not refused.promoted and refused.reference_rebased
+    pd.testing.assert_frame_equal(load_reference(reg), ref2)
+    assert set(load_reference(reg, refused.version)["text"]) != held
+    pd.testing.assert_frame_equal(load_regression(reg, refused.version), regression1)
+
+    # Too few held-out rows: the champion's reference is carried (re-predicted), all trained on.
+    few = retrain(
+        s,
+        _mixed(demo_rows, 120, seed=7),
+        window="day-5",
+        approver="alice",
+        reason="drift",
+        progress=False,
+        epochs=1,
+    )
+    assert few.promoted and not few.reference_rebased
+    assert load_reference(reg)["text"].tolist() == ref2["text"].tolist()
+    assert "carried from version 2" in reg.version(few.version).tags["reference"]
+    assert len(trained[-1] & set(_mixed(demo_rows, 120, seed=7)["text"])) > 100
+    pd.testing.assert_frame_equal(load_regression(reg), regression1)
+
+
+def test_regression_set_falls_back_to_reference_of_old_versions(
+    settings: Settings, tiny_model
+) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from retrain.bootstrap import load_regression
+
+    reg = Registry(settings.registry)
+    old = pd.DataFrame(
+        {
+            "text": ["a", "b"],
+            "label": [0, 2],
+            "topic": "airline",
+            "airline": "united",
+            "probabilities": [[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]],
+        }
+    )
+    with reg.run("bootstrap") as run, tempfile.TemporaryDirectory() as tmp:
+        old.to_parquet(Path(tmp) / "reference.parquet", index=False)
+        run.log_artifacts(tmp, "reference")  # the layout before regression.parquet existed
+        version = reg.register(run, tiny_model.path)
+    regression = load_regression(reg, version.version)
+    pd.testing.assert_frame_equal(regression, old.drop(columns=["probabilities"]))
