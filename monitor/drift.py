@@ -11,11 +11,24 @@ The test-level p-value handed to the verdict is the corrected minimum:
 * ``fdr_bh``: the smallest Benjamini-Hochberg adjusted p-value, ``min_i m * p_(i) / i``.
 
 Either way ``alert`` is ``p_value < alpha``, which is the same decision alibi-detect takes.
+
+The PCA behind :func:`embedding_drift` must be fitted on rows *disjoint* from the KS reference
+(the monitor flow fits it on the champion's training rows): a PCA fitted on the reference
+itself overfits it (its variance along its own top components is inflated), and KS then sees
+a scale difference between any two samples. Measured on real MiniLM embeddings of airline
+tweets (200 vs 200, 1,000 null repetitions): 5.8 % false alarms with the PCA fitted on the
+reference, 4.3 % with a disjoint fit, at alpha = 5 %.
+
+:func:`label_shift_test` tests the *mean* class-probability vector (soft black-box shift
+estimation, Lipton et al. 2018): a class-prior shift moves it, and a mean test has more power
+for that than per-column KS (at alpha / 6 on a 20-point rise of the negative share, n = 200:
+0.92 against 0.69).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,7 +48,7 @@ _BACKENDS: tuple[str, ...] = ("scipy", "alibi")
 
 @dataclass(frozen=True)
 class PCAProjection:
-    """A PCA fitted on reference rows only; ``transform`` maps any window into its space."""
+    """A PCA fitted on rows disjoint from the KS reference; ``transform`` maps any window."""
 
     mean: np.ndarray
     components: np.ndarray
@@ -240,8 +253,10 @@ def _alibi_scores(
 
 
 def fit_projection(reference: np.ndarray, k: int, *, seed: int = 0) -> PCAProjection:
-    """Fit a k-component PCA on the reference rows only (exact SVD; ``seed`` drives the
-    randomized SVD used for references above 20M values).
+    """Fit a k-component PCA (exact SVD; ``seed`` drives the randomized SVD above 20M values).
+
+    Fit it on reference-domain rows that the KS test will *not* use as its reference (see the
+    module docstring: a PCA fitted on the KS reference itself inflates false alarms).
 
     Raises:
         InputError: on invalid arrays, ``k < 1``, ``k`` above the dimensionality, or fewer
@@ -361,7 +376,10 @@ def embedding_drift(
     projection: PCAProjection,
     **kwargs: object,
 ) -> DriftResult:
-    """KS drift on embeddings projected by a PCA fitted on the reference (``name='embedding_ks'``)."""
+    """KS drift on PCA-projected embeddings (``name='embedding_ks'``).
+
+    ``projection`` must come from rows disjoint from ``reference_embeddings``.
+    """
     kwargs.setdefault("name", "embedding_ks")
     return ks_drift(
         projection.transform(reference_embeddings),
@@ -386,17 +404,175 @@ def probability_drift(
         InputError: values outside [0, 1] or rows not summing to 1 within ``tolerance``.
     """
     kwargs.setdefault("name", "probability_ks")
-    arrays = []
-    for what, probs in (
-        ("reference_probabilities", reference_probabilities),
-        ("current_probabilities", current_probabilities),
-    ):
-        arr = _as_matrix(probs, what)
-        if arr.shape[1] < 2:
-            raise InputError(f"{what} needs at least two class columns, got {arr.shape[1]}")
-        if (arr < -tolerance).any() or (arr > 1 + tolerance).any():
-            raise InputError(f"{what} has values outside [0, 1]")
-        if np.abs(arr.sum(axis=1) - 1.0).max() > tolerance:
-            raise InputError(f"{what} rows do not sum to 1 (tolerance {tolerance})")
-        arrays.append(arr[:, :-1])
-    return ks_drift(arrays[0], arrays[1], **kwargs)  # type: ignore[arg-type]
+    ref = _check_probabilities(reference_probabilities, "reference_probabilities", tolerance)
+    cur = _check_probabilities(current_probabilities, "current_probabilities", tolerance)
+    return ks_drift(ref[:, :-1], cur[:, :-1], **kwargs)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class LabelShiftResult:
+    """Outcome of the mean class-probability test (a class-prior / label shift).
+
+    ``statistic`` is Hotelling's T² of the mean difference (unequal covariances);
+    ``reference_means`` / ``current_means`` are the mean probability of each class, and
+    ``largest_shift`` the largest absolute difference of the two (in probability units), on
+    class ``largest_shift_class``. ``minimum_detectable_shift``: a change of the mean of any
+    one class by this much reaches ``alpha`` with these sample sizes and variances (a
+    ``no_drift`` says nothing about smaller shifts).
+    """
+
+    name: str
+    statistic: float | None
+    p_value: float | None
+    threshold: float
+    alert: bool
+    insufficient_data: bool
+    n_reference: int
+    n_current: int
+    n_classes: int
+    degrees_of_freedom: float | None = None
+    reference_means: tuple[float, ...] = ()
+    current_means: tuple[float, ...] = ()
+    largest_shift: float | None = None
+    largest_shift_class: int | None = None
+    minimum_detectable_shift: float | None = None
+
+    @property
+    def verdict(self) -> Verdict:
+        """``drift``, ``no_drift`` or ``insufficient_data``."""
+        if self.insufficient_data:
+            return "insufficient_data"
+        return "drift" if self.alert else "no_drift"
+
+    def evidence(self) -> dict[str, float | int | str]:
+        """Flat summary for reports and alerts (absent values are left out)."""
+        out: dict[str, float | int | str] = {
+            "name": self.name,
+            "test": "hotelling_t2_unequal_cov",
+            "verdict": self.verdict,
+            "alpha": self.threshold,
+            "n_reference": self.n_reference,
+            "n_current": self.n_current,
+            "n_classes": self.n_classes,
+        }
+        optional: dict[str, float | int | None] = {
+            "statistic": self.statistic,
+            "p_value": self.p_value,
+            "degrees_of_freedom": self.degrees_of_freedom,
+            "largest_shift": self.largest_shift,
+            "largest_shift_class": self.largest_shift_class,
+            "minimum_detectable_shift": self.minimum_detectable_shift,
+        }
+        out.update({k: v for k, v in optional.items() if v is not None})
+        for i, (r, c) in enumerate(zip(self.reference_means, self.current_means, strict=True)):
+            out[f"class_{i}_mean_reference"] = r
+            out[f"class_{i}_mean_current"] = c
+        return out
+
+
+def _check_probabilities(probs: np.ndarray, what: str, tolerance: float) -> np.ndarray:
+    arr = _as_matrix(probs, what)
+    if arr.shape[1] < 2:
+        raise InputError(f"{what} needs at least two class columns, got {arr.shape[1]}")
+    if (arr < -tolerance).any() or (arr > 1 + tolerance).any():
+        raise InputError(f"{what} has values outside [0, 1]")
+    if np.abs(arr.sum(axis=1) - 1.0).max() > tolerance:
+        raise InputError(f"{what} rows do not sum to 1 (tolerance {tolerance})")
+    return arr
+
+
+def hotelling_unequal(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, int]:
+    """Two-sample Hotelling T² without assuming equal covariances.
+
+    Krishnamoorthy & Yu (2004), modified Nel-van der Merwe: ``T² = d' S⁻¹ d`` with
+    ``S = S1/n1 + S2/n2``, and ``T² (ν - p + 1) / (ν p) ~ F(p, ν - p + 1)``. A singular ``S``
+    (e.g. a class no row ever gets probability for) is handled on its range (pseudo-inverse,
+    ``p`` = its rank). Returns (T², p-value, ν, p).
+    """
+    from scipy import stats
+
+    n1, n2 = x.shape[0], y.shape[0]
+    d = y.mean(axis=0) - x.mean(axis=0)
+    v1 = np.atleast_2d(np.cov(x, rowvar=False)) / n1
+    v2 = np.atleast_2d(np.cov(y, rowvar=False)) / n2
+    s = v1 + v2
+    rank = int(np.linalg.matrix_rank(s, tol=1e-12 * max(1.0, float(np.abs(s).max()))))
+    if rank == 0:
+        # No variation at all on either side: the means either agree or differ for certain.
+        same = bool(np.allclose(d, 0.0, atol=1e-12))
+        return (0.0 if same else math.inf), (1.0 if same else 0.0), math.inf, 0
+    s_inv = np.linalg.pinv(s, rcond=1e-10, hermitian=True)
+    t2 = float(d @ s_inv @ d)
+    a1, a2 = v1 @ s_inv, v2 @ s_inv
+    denom = (np.trace(a1 @ a1) + np.trace(a1) ** 2) / (n1 - 1) + (
+        np.trace(a2 @ a2) + np.trace(a2) ** 2
+    ) / (n2 - 1)
+    nu = float((rank + rank**2) / denom) if denom > 0 else float(n1 + n2 - 2)
+    nu = min(max(nu, float(rank)), float(n1 + n2 - 2))
+    df2 = nu - rank + 1
+    f = t2 * df2 / (nu * rank)
+    return t2, float(np.clip(stats.f.sf(f, rank, df2), 0.0, 1.0)), nu, rank
+
+
+def label_shift_test(
+    reference_probabilities: np.ndarray,
+    current_probabilities: np.ndarray,
+    *,
+    alpha: float = 0.05,
+    min_samples: int = 30,
+    tolerance: float = 1e-3,
+    name: str = "label_shift",
+) -> LabelShiftResult:
+    """Has the mean predicted class distribution moved? (a class-prior / label shift)
+
+    Black-box shift estimation (Lipton et al. 2018) reads a label shift off the mean of the
+    model's probabilities; this tests that mean (last class dropped: rows sum to 1) with
+    :func:`hotelling_unequal`. ``alert`` is ``p_value < alpha``.
+
+    Raises:
+        InputError: invalid probabilities (NaN, outside [0, 1], rows not summing to 1,
+            mismatched class counts) or parameters.
+    """
+    _check_alpha(alpha)
+    if min_samples < 2:
+        raise InputError(f"min_samples must be at least 2, got {min_samples}")
+    ref = _check_probabilities(reference_probabilities, "reference_probabilities", tolerance)
+    cur = _check_probabilities(current_probabilities, "current_probabilities", tolerance)
+    if ref.shape[1] != cur.shape[1]:
+        raise InputError(f"class counts differ: reference {ref.shape[1]}, current {cur.shape[1]}")
+    n, m, k = ref.shape[0], cur.shape[0], ref.shape[1]
+    common = {
+        "name": name,
+        "threshold": float(alpha),
+        "n_reference": n,
+        "n_current": m,
+        "n_classes": k,
+    }
+    if n < min_samples or m < min_samples:
+        log.info("%s: insufficient data (reference %d, current %d < %d)", name, n, m, min_samples)
+        return LabelShiftResult(
+            statistic=None, p_value=None, alert=False, insufficient_data=True, **common
+        )  # type: ignore[arg-type]
+    t2, p_value, nu, _rank = hotelling_unequal(ref[:, :-1], cur[:, :-1])
+    ref_means, cur_means = ref.mean(axis=0), cur.mean(axis=0)
+    diff = cur_means - ref_means
+    worst = int(np.argmax(np.abs(diff)))
+    # A single-class mean change significant at alpha for every class: a z-test on the
+    # largest per-class standard error (the one-dimensional case of the test above).
+    se = np.sqrt(ref.var(axis=0, ddof=1) / n + cur.var(axis=0, ddof=1) / m)
+    from scipy import stats
+
+    mds = float(stats.norm.isf(alpha / 2) * se.max()) if np.all(np.isfinite(se)) else None
+    return LabelShiftResult(
+        statistic=t2,
+        p_value=p_value,
+        alert=p_value < alpha,
+        insufficient_data=False,
+        degrees_of_freedom=nu,
+        reference_means=tuple(float(v) for v in ref_means),
+        current_means=tuple(float(v) for v in cur_means),
+        largest_shift=float(abs(diff[worst])),
+        largest_shift_class=worst,
+        minimum_detectable_shift=mds,
+        **common,  # type: ignore[arg-type]
+    )

@@ -3,8 +3,16 @@
 Per-feature KS averages a new topic that arrives as 10-20% of traffic away. Here each row is
 scored by its mean cosine distance to its ``k`` nearest reference rows (reference rows score
 leave-one-out, i.e. without themselves), the threshold is the reference's ``quantile``-th
-score, and the number of current rows above it is tested against the share the reference
-itself has above it with an exact one-sided binomial test.
+score, and the number of current rows above it is tested with its exact distribution.
+
+Why not a binomial test against ``1 - quantile``: the threshold is itself estimated from the
+reference, so the current rows' exceedances share its error and are not independent; a
+binomial test then over-disperses into false alarms (measured on real MiniLM embeddings of
+airline tweets, 200 vs 200: 9-12 % at alpha = 5 %). Under exchangeability of reference and
+current scores, the number ``J`` of the ``m`` current scores above the ``r``-th smallest of the
+``n`` reference scores has the distribution-free law
+``P(J = j) = C(n - r + j, j) C(r - 1 + m - j, m - j) / C(n + m, m)`` (the exceedance statistic),
+which gives an exact p-value (measured: 1.5-5.5 %).
 """
 
 from __future__ import annotations
@@ -102,6 +110,24 @@ def knn_scores(
     return np.clip(out, 0.0, 2.0)
 
 
+def exceedance_p_value(n: int, m: int, rank: int, exceedances: int) -> float:
+    """P(J >= exceedances): J current scores (of m) above the rank-th smallest of n reference
+    scores, all n + m exchangeable (see the module docstring for the law of J)."""
+    from scipy.special import gammaln
+
+    if not (1 <= rank <= n and 0 <= exceedances <= m):
+        raise InputError(f"need 1 <= rank <= n and 0 <= exceedances <= m: {rank=}, {n=}, {m=}")
+    j = np.arange(exceedances, m + 1, dtype=np.float64)
+
+    def log_comb(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+        return np.asarray(
+            gammaln(np.add(a, 1)) - gammaln(np.add(b, 1)) - gammaln(np.subtract(a, b) + 1)
+        )
+
+    log_terms = log_comb(n - rank + j, j) + log_comb(rank - 1 + m - j, m - j) - log_comb(n + m, m)
+    return float(np.clip(np.exp(log_terms).sum(), 0.0, 1.0))
+
+
 def novelty_test(
     reference: np.ndarray,
     current: np.ndarray,
@@ -121,7 +147,7 @@ def novelty_test(
         current: Current window embeddings (m, d).
         quantile: Reference score quantile used as the novelty threshold.
         k: Neighbours averaged in the score.
-        alpha: Significance of the one-sided binomial test; ``alert`` is ``p_value < alpha``.
+        alpha: Significance of the exact exceedance test; ``alert`` is ``p_value < alpha``.
         min_samples: Fewer current rows, or fewer than ``max(min_samples, k + 1)`` reference
             rows, gives ``insufficient_data``.
         texts_index: Optional ids of the current rows (e.g. prediction-log ids); when given,
@@ -132,8 +158,6 @@ def novelty_test(
     Raises:
         InputError: invalid arrays or parameters.
     """
-    from scipy.stats import binomtest
-
     _check_alpha(alpha)
     if not 0.0 < quantile < 1.0:
         raise InputError(f"quantile must lie in (0, 1), got {quantile!r}")
@@ -181,7 +205,7 @@ def novelty_test(
     expected = 1.0 - quantile
     novel = cur_scores > score_threshold
     n_novel = int(novel.sum())
-    p_value = float(binomtest(n_novel, m, expected, alternative="greater").pvalue)
+    p_value = exceedance_p_value(n, m, rank, n_novel)
     order = np.argsort(-cur_scores, kind="stable")[: min(top, m)]
     ids = (
         tuple(int(texts_index[i]) for i in order)

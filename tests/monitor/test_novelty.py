@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from monitor.errors import InputError
-from monitor.novelty import knn_scores, novelty_test
+from monitor.novelty import exceedance_p_value, knn_scores, novelty_test
 
 
 def _clusters(rng: np.random.Generator, n: int, centres: np.ndarray) -> np.ndarray:
@@ -76,3 +76,31 @@ def test_fast_on_5000_by_384() -> None:
     start = time.perf_counter()
     novelty_test(ref, cur)
     assert time.perf_counter() - start < 10.0
+
+
+def test_false_alarm_rate_at_most_alpha_with_a_small_reference() -> None:
+    """The threshold is estimated from the reference; the exact exceedance test accounts for
+    that (a binomial test against 5 % did not: about 10 % false alarms here)."""
+    rng = np.random.default_rng(11)
+    centres = rng.normal(size=(6, 16))
+    reps = 300
+    alerts = sum(
+        novelty_test(_clusters(rng, 150, centres), _clusters(rng, 150, centres)).alert
+        for _ in range(reps)
+    )
+    assert alerts / reps <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / reps)
+
+
+def test_exceedance_law_matches_enumeration() -> None:
+    import itertools
+
+    n, m, r = 6, 4, 4
+    counts = np.zeros(m + 1)
+    for cur in itertools.combinations(range(n + m), m):
+        ref = [i for i in range(n + m) if i not in cur]
+        counts[sum(p > ref[r - 1] for p in cur)] += 1
+    tail = counts[::-1].cumsum()[::-1] / counts.sum()
+    for j in range(m + 1):
+        assert exceedance_p_value(n, m, r, j) == pytest.approx(tail[j], abs=1e-12)
+    with pytest.raises(InputError):
+        exceedance_p_value(n, m, n + 1, 0)
