@@ -109,13 +109,22 @@ class BiasSettings(_Section):
     """Group fairness over a segment attribute."""
 
     segment: str = Field("airline", description="Segment attribute the groups are taken from.")
-    max_demographic_parity_difference: float = Field(
-        0.25, ge=0, le=1, description="Largest selection-rate gap tolerated."
+    max_demographic_parity_difference: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description=(
+            "Largest selection-rate gap tolerated; unset: reported, not judged "
+            "(selection rates follow each group's base rate)."
+        ),
     )
     max_equalized_odds_difference: float = Field(
         0.25, ge=0, le=1, description="Largest TPR/FPR gap tolerated."
     )
     min_group_size: int = Field(30, gt=0, description="Smaller groups are reported but not judged.")
+    min_rate_rows: int = Field(
+        10, gt=0, description="A group's TPR/FPR enters the equalized-odds gap from this many rows."
+    )
 
 
 class RetrainSettings(_Section):

@@ -8,20 +8,28 @@ Differences (multiclass, one-vs-rest, the max over classes):
 
 * demographic-parity difference: ``max_c (max_g sel[g, c] - min_g sel[g, c])``;
 * equalized-odds difference: ``max_c max(TPR gap_c, FPR gap_c)`` (fairlearn's binary
-  definition applied per class). A rate that is undefined in a group (no true / no false rows
-  of that class) is left out of that gap, never read as 0.
+  definition applied per class). A rate enters a gap only where the group has at least
+  ``min_rate_rows`` rows in its denominator (true class-c rows for the TPR, the others for the
+  FPR): a rate of 1 row in 2 is noise, and an undefined rate is never read as 0.
 
 Only groups with at least ``min_group_size`` rows are judged; smaller groups are reported
 with ``judged=False``. Fewer than two judged groups (including no rows at all: labels not
 arrived yet) gives ``insufficient_data``.
 
-p-value: two chi-square tests of independence over the judged groups - group x predicted
-class (demographic parity) and group x correct (accuracy parity) - combined by Bonferroni,
-``p = min(1, 2 min(p_pred, p_correct))``. A table without variation (e.g. every prediction
-correct) contributes p = 1 (no evidence of dependence).
+Each gap has its own test, so a gap is only called credible by a test of that gap:
 
-Alert policy: a difference above its threshold AND ``p < alpha``. A 0.3 gap on 30 rows per
-group is often noise; the threshold says what is material, the test whether it is credible.
+* demographic parity: chi-square test of independence, group x predicted class;
+* equalized odds: per class, chi-square tests of group x (pred = c) among the true class-c
+  rows (TPR) and among the others (FPR), over the groups whose rate enters the gap,
+  Bonferroni over those tests.
+
+Alert policy: a gap above its threshold AND its test below ``alpha``. ``max_dp_difference``
+may be None (the default of the settings): demographic parity is then reported, not judged.
+That default is deliberate: selection rates follow each group's base rate (customers of one
+airline really are angrier than another's), so parity gaps of a correct model are large and
+significant; equalized odds compares error rates, which is the model's own doing. The
+p-value handed to the verdict covers the judged gaps only (Bonferroni over them), so an
+unjudged parity gap never turns into a warning.
 """
 
 from __future__ import annotations
@@ -65,13 +73,15 @@ class BiasResult:
     equalized_odds_difference: float | None
     dp_worst: tuple[str, str, str] | None
     eo_worst: tuple[str, str, str] | None
-    max_dp_difference: float
+    max_dp_difference: float | None
     max_eo_difference: float
     min_group_size: int
+    min_rate_rows: int
     alpha: float
     statistic: float | None
     p_value: float | None
     p_value_prediction: float | None
+    p_value_equalized_odds: float | None
     p_value_correctness: float | None
     n: int
     n_judged_groups: int
@@ -80,11 +90,11 @@ class BiasResult:
 
     @property
     def threshold(self) -> dict[str, float]:
-        """The practical thresholds of the two differences."""
-        return {
-            "demographic_parity": self.max_dp_difference,
-            "equalized_odds": self.max_eo_difference,
-        }
+        """The practical thresholds of the judged differences."""
+        out = {"equalized_odds": self.max_eo_difference}
+        if self.max_dp_difference is not None:
+            out["demographic_parity"] = self.max_dp_difference
+        return out
 
     @property
     def decision(self) -> str:
@@ -96,12 +106,15 @@ class BiasResult:
     def evidence(self) -> dict[str, float | int | str]:
         """Flat numbers behind the decision."""
         out: dict[str, float | int | str] = {
-            "test": "chi2_independence_bonferroni2",
+            "test": "chi2_independence_per_gap_bonferroni",
             "decision": self.decision,
             "alpha": self.alpha,
-            "max_dp_difference": self.max_dp_difference,
+            "max_dp_difference": "not judged"
+            if self.max_dp_difference is None
+            else self.max_dp_difference,
             "max_eo_difference": self.max_eo_difference,
             "min_group_size": self.min_group_size,
+            "min_rate_rows": self.min_rate_rows,
             "n": self.n,
             "n_groups": len(self.groups),
             "n_judged_groups": self.n_judged_groups,
@@ -112,6 +125,7 @@ class BiasResult:
             "statistic",
             "p_value",
             "p_value_prediction",
+            "p_value_equalized_odds",
             "p_value_correctness",
         ):
             value = getattr(self, key)
@@ -135,6 +149,40 @@ def _chi2_p(table: np.ndarray) -> float:
     if table.shape[1] < 2 or table.shape[0] < 2:
         return 1.0  # no variation: no evidence of dependence
     return float(stats.chi2_contingency(table, correction=False).pvalue)
+
+
+def _largest(*values: float | None) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _equalized_odds_p(
+    groups: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    names: list[str],
+    k: int,
+    tpr_used: np.ndarray,
+    fpr_used: np.ndarray,
+) -> float:
+    """Bonferroni over the per-class TPR and FPR chi-square tests of the groups in the gap."""
+    p_values = []
+    for c in range(k):
+        for used, rows in ((tpr_used[:, c], y_true == c), (fpr_used[:, c], y_true != c)):
+            kept = [g for g, rate in zip(names, used, strict=True) if not math.isnan(rate)]
+            if len(kept) < 2:
+                continue
+            hit = y_pred == c
+            table = np.array(
+                [
+                    [np.sum(rows & (groups == g) & hit), np.sum(rows & (groups == g) & ~hit)]
+                    for g in kept
+                ]
+            )
+            p_values.append(_chi2_p(table))
+    if not p_values:
+        return 1.0  # no rate with enough rows in two groups: no evidence of a gap
+    return min(1.0, len(p_values) * min(p_values))
 
 
 def _worst_gap(
@@ -161,9 +209,10 @@ def bias_check(
     groups: Sequence[Hashable] | np.ndarray,
     *,
     labels: Sequence[Any],
-    max_dp_difference: float = 0.25,
+    max_dp_difference: float | None = None,
     max_eo_difference: float = 0.25,
     min_group_size: int = 30,
+    min_rate_rows: int = 10,
     alpha: float = 0.05,
     name: str = "bias",
 ) -> BiasResult:
@@ -174,9 +223,12 @@ def bias_check(
         y_pred: Predicted classes (values from ``labels``).
         groups: Segment value of each row (e.g. the airline); None/NaN is not allowed.
         labels: All classes, in report order (at least two).
-        max_dp_difference: Demographic-parity difference above which the gap is material.
+        max_dp_difference: Demographic-parity difference above which the gap is material;
+            None: reported, not judged (see the module docstring).
         max_eo_difference: Equalized-odds difference above which the gap is material.
         min_group_size: Smaller groups are reported but not judged.
+        min_rate_rows: A group's TPR/FPR enters the equalized-odds gap only from this many
+            rows in its denominator.
         alpha: Level of the chi-square tests in the alert policy.
         name: Name of the check in the verdict.
 
@@ -211,10 +263,12 @@ def bias_check(
         ("max_dp_difference", max_dp_difference),
         ("max_eo_difference", max_eo_difference),
     ):
-        if not 0 <= value <= 1:
+        if value is not None and not 0 <= value <= 1:
             raise InputError(f"{what} must be in [0, 1], got {value}")
     if min_group_size < 2:
         raise InputError(f"min_group_size must be >= 2, got {min_group_size}")
+    if min_rate_rows < 1:
+        raise InputError(f"min_rate_rows must be >= 1, got {min_rate_rows}")
     if not 0 < alpha < 1:
         raise InputError(f"alpha must be in (0, 1), got {alpha}")
 
@@ -231,10 +285,12 @@ def bias_check(
             max_dp_difference=max_dp_difference,
             max_eo_difference=max_eo_difference,
             min_group_size=min_group_size,
+            min_rate_rows=min_rate_rows,
             alpha=alpha,
             statistic=None,
             p_value=None,
             p_value_prediction=None,
+            p_value_equalized_odds=None,
             p_value_correctness=None,
             n=0,
             n_judged_groups=0,
@@ -254,6 +310,9 @@ def bias_check(
     sel = np.full((len(names), k), math.nan)
     tpr = np.full((len(names), k), math.nan)
     fpr = np.full((len(names), k), math.nan)
+    # Rows behind each rate: a rate from fewer than min_rate_rows rows stays out of the gaps.
+    tpr_rows = np.zeros((len(names), k), dtype=int)
+    fpr_rows = np.zeros((len(names), k), dtype=int)
     for c in range(k):
         bt, bp = (ti == c).astype(int), (pi == c).astype(int)
         frame = MetricFrame(
@@ -267,9 +326,10 @@ def bias_check(
         # fairlearn would warn and return 0 there, so compute only where defined.
         for gi, gname in enumerate(names):
             mask = gs == gname
-            if bt[mask].sum() > 0:
+            tpr_rows[gi, c], fpr_rows[gi, c] = int(bt[mask].sum()), int((1 - bt[mask]).sum())
+            if tpr_rows[gi, c] > 0:
                 tpr[gi, c] = float(true_positive_rate(bt[mask], bp[mask]))
-            if (1 - bt[mask]).sum() > 0:
+            if fpr_rows[gi, c] > 0:
                 fpr[gi, c] = float(false_positive_rate(bt[mask], bp[mask]))
 
     def _opt(v: float) -> float | None:
@@ -297,6 +357,7 @@ def bias_check(
         "max_dp_difference": max_dp_difference,
         "max_eo_difference": max_eo_difference,
         "min_group_size": min_group_size,
+        "min_rate_rows": min_rate_rows,
         "alpha": alpha,
         "n": n,
         "n_judged_groups": int(judged.sum()),
@@ -311,15 +372,18 @@ def bias_check(
             statistic=None,
             p_value=None,
             p_value_prediction=None,
+            p_value_equalized_odds=None,
             p_value_correctness=None,
             alert=False,
             insufficient_data=True,
             **common,
         )
     jnames = [names[i] for i in np.flatnonzero(judged)]
+    tpr_used = np.where(tpr_rows[judged] >= min_rate_rows, tpr[judged], math.nan)
+    fpr_used = np.where(fpr_rows[judged] >= min_rate_rows, fpr[judged], math.nan)
     dp, dp_worst = _worst_gap(sel[judged], jnames, label_names)
-    tpr_gap, tpr_worst = _worst_gap(tpr[judged], jnames, label_names)
-    fpr_gap, fpr_worst = _worst_gap(fpr[judged], jnames, label_names)
+    tpr_gap, tpr_worst = _worst_gap(tpr_used, jnames, label_names)
+    fpr_gap, fpr_worst = _worst_gap(fpr_used, jnames, label_names)
     eo, eo_worst = tpr_gap, tpr_worst
     if fpr_gap is not None and (eo is None or fpr_gap > eo):
         eo, eo_worst = fpr_gap, fpr_worst
@@ -328,24 +392,27 @@ def bias_check(
         eo_worst = (f"{eo_worst[0]} ({kind})", eo_worst[1], eo_worst[2])
 
     in_judged = np.isin(gs, jnames)
-    jg, jp, jc = gs[in_judged], pi[in_judged], correct[in_judged]
+    jg, jt, jp, jc = gs[in_judged], ti[in_judged], pi[in_judged], correct[in_judged]
     pred_table = np.array([[np.sum((jg == gn) & (jp == c)) for c in range(k)] for gn in jnames])
     corr_table = np.array([[np.sum((jg == gn) & (jc == v)) for v in (0, 1)] for gn in jnames])
     p_pred, p_corr = _chi2_p(pred_table), _chi2_p(corr_table)
-    p_value = min(1.0, 2 * min(p_pred, p_corr))
-    material = (dp is not None and dp > max_dp_difference) or (
-        eo is not None and eo > max_eo_difference
-    )
-    alert = bool(material and p_value < alpha)
+    p_eo = _equalized_odds_p(jg, jt, jp, jnames, k, tpr_used, fpr_used)
+
+    judged_tests = [p_eo] + ([p_pred] if max_dp_difference is not None else [])
+    p_value = min(1.0, len(judged_tests) * min(judged_tests))
+    dp_material = max_dp_difference is not None and dp is not None and dp > max_dp_difference
+    eo_material = eo is not None and eo > max_eo_difference
+    alert = bool((dp_material and p_pred < alpha) or (eo_material and p_eo < alpha))
     logger.info("bias: dp=%s eo=%s p=%.3g alert=%s", dp, eo, p_value, alert)
     return BiasResult(
         demographic_parity_difference=dp,
         equalized_odds_difference=eo,
         dp_worst=dp_worst,
         eo_worst=eo_worst,
-        statistic=max(v for v in (dp, eo) if v is not None) if (dp, eo) != (None, None) else None,
+        statistic=_largest(eo, dp if max_dp_difference is not None else None),
         p_value=p_value,
         p_value_prediction=p_pred,
+        p_value_equalized_odds=p_eo,
         p_value_correctness=p_corr,
         alert=alert,
         insufficient_data=False,

@@ -143,6 +143,7 @@ def _bias_gaps(
         max_dp_difference=bias.max_demographic_parity_difference,
         max_eo_difference=bias.max_equalized_odds_difference,
         min_group_size=bias.min_group_size,
+        min_rate_rows=bias.min_rate_rows,
     )
     dp = getattr(result, "demographic_parity_difference", None)
     eo = getattr(result, "equalized_odds_difference", None)
