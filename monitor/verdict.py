@@ -38,7 +38,7 @@ from monitor.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckLike", "MonitorVerdict", "adjust_p_values", "build_verdict"]
+__all__ = ["CheckLike", "InsufficientCheck", "MonitorVerdict", "adjust_p_values", "build_verdict"]
 
 Status = Literal["ok", "warn", "breach", "insufficient_data"]
 Method = Literal["fdr_bh", "fdr_by", "bonferroni"]
@@ -72,6 +72,27 @@ class CheckLike(Protocol):
     def evidence(self) -> dict[str, float | int | str]:
         """Flat numbers behind the decision."""
         ...
+
+
+@dataclass(frozen=True)
+class InsufficientCheck:
+    """A check that could not be computed honestly, with the reason (e.g. no labels yet)."""
+
+    name: str
+    reason: str
+    n: int = 0
+    p_value: None = None
+    alert: bool = False
+    insufficient_data: bool = True
+
+    def evidence(self) -> dict[str, float | int | str]:
+        """The reason and the rows there were."""
+        return {
+            "name": self.name,
+            "verdict": "insufficient_data",
+            "reason": self.reason,
+            "n": self.n,
+        }
 
 
 @dataclass(frozen=True)
