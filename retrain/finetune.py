@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,80 @@ def _metrics(eval_pred: Any) -> dict[str, float]:
     }
 
 
+def rich_progress_callback(description: str = "fine-tuning") -> TrainerCallback:
+    """A ``TrainerCallback`` that drives a rich progress bar: steps, last loss, eval accuracy.
+
+    Replaces the Trainer's tqdm bar and its printed ``{'loss': ...}`` dicts. The bar stays on
+    screen when training ends (early stopping shows as fewer steps than planned); call its
+    ``close()`` if training raises.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from transformers import TrainerCallback
+
+    class RichProgressCallback(TrainerCallback):
+        """Shows optimiser steps, the latest training loss and eval accuracy."""
+
+        def __init__(self) -> None:
+            self.progress: Progress | None = None
+            self.task: Any = None
+            self.facts: dict[str, str] = {}
+
+        def _show(self, state: Any) -> None:
+            if self.progress is not None:
+                info = ", ".join(f"{k} {v}" for k, v in self.facts.items())
+                self.progress.update(self.task, completed=state.global_step, info=info)
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.progress = Progress(
+                TextColumn("   [bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("steps"),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[info]}"),
+            )
+            self.task = self.progress.add_task(description, total=state.max_steps, info="")
+            self.progress.start()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._show(state)
+
+        def on_log(
+            self,
+            args: Any,
+            state: Any,
+            control: Any,
+            logs: dict[str, float] | None = None,
+            **kwargs: Any,
+        ) -> None:
+            logs = logs or {}
+            if "loss" in logs:
+                self.facts["loss"] = f"{logs['loss']:.3f}"
+            if "eval_accuracy" in logs:
+                self.facts["eval acc"] = f"{logs['eval_accuracy']:.3f}"
+            self._show(state)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step < state.max_steps:
+                self.facts["stopped"] = "early"
+            self._show(state)
+            self.close()
+
+        def close(self) -> None:
+            """Stop the live display (idempotent)."""
+            if self.progress is not None:
+                self.progress.stop()
+                self.progress = None
+
+    return RichProgressCallback()
+
+
 def finetune(
     model_dir: Path | str,
     train: datasets.Dataset,
@@ -98,7 +173,8 @@ def finetune(
         max_length: tokenizer truncation length.
         device: 'auto', 'cpu' or 'cuda[:N]'; mixed precision only on CUDA.
         mlflow_run: when given, params and metrics are logged to it (the caller's child run).
-        progress: show the Trainer's progress bar.
+        progress: show a rich progress bar (the Trainer's tqdm bar and printed log dicts are
+            always off).
         epochs: overrides ``settings.epochs``.
         max_steps: stop after this many optimiser steps (tests, smoke runs).
         callbacks: extra ``TrainerCallback`` objects.
@@ -112,6 +188,7 @@ def finetune(
     from transformers import (
         DataCollatorWithPadding,
         EarlyStoppingCallback,
+        PrinterCallback,
         Trainer,
         TrainingArguments,
         set_seed,
@@ -204,7 +281,7 @@ def finetune(
         use_cpu=not on_gpu,
         dataloader_num_workers=0,
         report_to="none",
-        disable_tqdm=not progress,
+        disable_tqdm=True,
     )
     trainer = WeightedTrainer(
         model=model,
@@ -220,11 +297,23 @@ def finetune(
         ],
     )
 
-    # Train
+    # Progress: a rich bar instead of tqdm and the printed {'loss': ...} dicts.
+    trainer.remove_callback(PrinterCallback)
+    bar = rich_progress_callback(f"fine-tuning {len(train)} rows") if progress else None
+    if bar is not None:
+        trainer.add_callback(bar)
+
+    # Train (the checkpoint rotation's "mtime may not be reliable" warning is noise here:
+    # checkpoints are ordered by step number anyway).
     try:
-        train_output = trainer.train()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "mtime may not be reliable", UserWarning)
+            train_output = trainer.train()
     except Exception as exc:
         raise TrainingFailed(f"fine-tuning crashed after {len(losses)} steps: {exc}") from exc
+    finally:
+        if bar is not None:
+            bar.close()  # type: ignore[attr-defined]
     if not losses:
         raise TrainingFailed("fine-tuning ran no optimiser step")
 

@@ -81,3 +81,40 @@ def test_crash_mid_training_raises_training_failed(tiny_model, tmp_path: Path) -
             callbacks=[Boom()],
         )
     assert not (tmp_path / "out" / "model").exists()
+
+
+def test_progress_is_a_rich_bar_not_printed_dicts(
+    tiny_model, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rich.progress import Progress
+    from transformers import TrainerCallback
+
+    data = _dataset()
+    kwargs = {
+        "settings": RetrainSettings(batch_size=4, early_stopping_patience=100),
+        "labels": LABELS,
+        "max_length": 32,
+        "device": "cpu",
+        "progress": True,
+    }
+    finetune(tiny_model.path, data, data, output_dir=tmp_path / "a", max_steps=4, **kwargs)
+    out = capsys.readouterr()
+    assert "{'loss'" not in out.out + out.err and "it/s" not in out.out + out.err
+    assert "fine-tuning 8 rows" in out.out and "4/4" in out.out
+
+    class Boom(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            raise RuntimeError("crash")
+
+    with pytest.raises(TrainingFailed):
+        finetune(
+            tiny_model.path,
+            data,
+            data,
+            output_dir=tmp_path / "b",
+            max_steps=4,
+            callbacks=[Boom()],
+            **kwargs,
+        )
+    with Progress():  # the crashed run's live display was stopped
+        pass
