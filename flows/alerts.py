@@ -221,6 +221,7 @@ def breach_message(
     *,
     report_path: str | None,
     retrain_flow_run_id: str | None,
+    auto_approved: bool = False,
 ) -> AlertMessage:
     """The page for a breach (or its reminder), with evidence and the approval commands."""
     breached = list(verdict.get("breached", []))
@@ -243,7 +244,12 @@ def breach_message(
     body = (
         f"The monitor verdict for {incident.key} is BREACH "
         f"(checks: {evidence['breached_checks']}). "
-        f"Opened {incident.opened_at:%Y-%m-%d %H:%M} UTC. A retrain is waiting for approval."
+        f"Opened {incident.opened_at:%Y-%m-%d %H:%M} UTC. "
+        + (
+            "The retrain was AUTO-APPROVED (retrain.auto_approve is on): no human approved it."
+            if auto_approved
+            else "A retrain is waiting for approval."
+        )
     )
     return AlertMessage(
         incident_key=incident.key,
@@ -266,6 +272,7 @@ def notify_breach(
     *,
     report_path: str | None,
     retrain_flow_run_id: str | None,
+    auto_approved: bool = False,
     now: Any = None,
     sleep: Callable[[float], None] = time.sleep,
     sender: Callable[[str, str, str, str], bool] = _send_once,
@@ -286,6 +293,7 @@ def notify_breach(
         verdict,
         report_path=report_path,
         retrain_flow_run_id=retrain_flow_run_id,
+        auto_approved=auto_approved,
     )
     report = deliver(message, settings, state, sleep=sleep, sender=sender)
     _record_failure(state, incident, report)
@@ -298,15 +306,20 @@ def notify_resolved(
     incident: Incident,
     *,
     report_path: str | None,
+    detail: str = "",
     sleep: Callable[[float], None] = time.sleep,
     sender: Callable[[str, str, str, str], bool] = _send_once,
 ) -> DeliveryReport:
     """Tell the on-call person a (paged) incident is resolved: the verdict is ok again."""
+    outcome = f" Retrain: {incident.retrain_outcome}." if incident.retrain_outcome else ""
     message = AlertMessage(
         incident_key=incident.key,
         kind="resolved",
         title=f"RESOLVED: driftloop incident {incident.key}",
-        body=f"The monitor verdict is ok again; incident {incident.key} is resolved.",
+        body=(
+            f"The monitor verdict is ok again; incident {incident.key} is resolved."
+            f"{outcome}{' ' + detail if detail else ''}"
+        ),
         severity="success",
         evidence={"retrain_outcome": incident.retrain_outcome or "-"},
         report_path=report_path,

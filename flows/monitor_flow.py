@@ -9,6 +9,7 @@ repeat a deterministic failure). Alert delivery retries per URL inside :mod:`flo
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,10 +70,22 @@ def sample_window(
 
 
 @task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
-def labelled_rows(settings: Settings, start: datetime, end: datetime) -> pd.DataFrame:
-    """Labelled predictions of ``[start, end)`` (for decay and bias)."""
+def labelled_rows(
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    *,
+    as_of: datetime | None = None,
+    model_version: str | None = None,
+) -> pd.DataFrame:
+    """Labelled predictions of ``[start, end)`` (for decay and bias).
+
+    Only labels that had arrived by ``as_of`` count (the monitor passes its window end, so a
+    replayed window sees what a live run would have seen), and only predictions of
+    ``model_version`` (decay and bias judge the champion, not the model it replaced).
+    """
     store, _ = open_store_and_state(settings)
-    return store.labelled(start, end)
+    return store.labelled(start, end, as_of=as_of, model_version=model_version)
 
 
 @task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
@@ -90,6 +103,26 @@ def load_champion(settings: Settings) -> tuple[Any, Any, Any, pd.DataFrame]:
         raise FlowError(f"retrain.bootstrap.load_reference is not built yet: {exc}") from exc
     reference = load_reference(registry)
     return model, tokenizer, info, reference
+
+
+@task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
+def projection_texts(settings: Settings, exclude: set[str]) -> list[str]:
+    """Texts the embedding PCA is fitted on: a seeded sample of the champion's training rows.
+
+    They must not be the drift reference's own rows (a PCA fitted on the KS reference inflates
+    false alarms, see monitor.drift); the champion's replay pool is its training data, which
+    the reference is held out from.
+    """
+    from retrain.bootstrap import load_replay
+    from retrain.registry import Registry
+
+    replay = load_replay(Registry(settings.registry))
+    texts = [t for t in dict.fromkeys(replay["text"].astype(str)) if t not in exclude]
+    if len(texts) > settings.drift.reference_size:
+        rng = np.random.default_rng(0)
+        keep = np.sort(rng.choice(len(texts), settings.drift.reference_size, replace=False))
+        texts = [texts[i] for i in keep]
+    return texts
 
 
 @task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
@@ -173,60 +206,41 @@ def run_checks(
     current: pd.DataFrame,
     ref_emb: np.ndarray,
     cur_emb: np.ndarray,
+    fit_emb: np.ndarray,
     labelled: pd.DataFrame,
     window_start: datetime,
 ) -> tuple[list[Any], list[str]]:
-    """Every check of the run; returns the results and the checks whose module is missing."""
-    from monitor.drift import embedding_drift, fit_projection, probability_drift
-    from monitor.novelty import novelty_test
+    """Every check of the run; returns the results and the checks whose module is missing.
+
+    ``fit_emb`` are the rows the embedding PCA is fitted on (disjoint from the reference).
+    """
+    from monitor.bias import bias_check
+    from monitor.checks import label_free_checks
+    from monitor.decay import decay_test, window_metrics
+    from monitor.drift import fit_projection
 
     d = settings.drift
     labels = settings.model.labels
-    checks: list[Any] = []
     not_built: list[str] = []
-    projection = fit_projection(ref_emb, min(d.pca_components, ref_emb.shape[1]))
-    ks = {"alpha": d.alpha, "correction": d.correction, "backend": d.backend}
-    checks.append(embedding_drift(ref_emb, cur_emb, projection, min_samples=d.min_samples, **ks))
-    ref_probs = _probs(reference["probabilities"])
-    cur_probs = _probs(current["probabilities"])
-    checks.append(
-        probability_drift(
-            ref_probs,
-            cur_probs,
-            tolerance=settings.store.probability_tolerance,
-            min_samples=d.min_samples,
-            **ks,
+    k = min(d.pca_components, ref_emb.shape[1])
+    if len(fit_emb) < k:
+        raise FlowError(
+            f"{len(fit_emb)} training rows to fit the {k}-component PCA on; the champion's "
+            "replay pool is too small (retrain or lower drift.pca_components)"
         )
-    )
-    checks.append(
-        novelty_test(
-            ref_emb,
-            cur_emb,
-            quantile=d.novelty_quantile,
-            k=d.novelty_neighbours,
-            alpha=d.alpha,
-            min_samples=d.min_samples,
-        )
-    )
-    # Label-free accuracy estimate: calibrated on the labelled reference sample.
-    from monitor.estimate import accuracy_estimate_check, estimate_accuracy, fit_calibrator
-
-    ref_labels = _label_ids(reference["label"], labels)
-    calibrator = fit_calibrator(ref_probs, ref_labels)
-    reference_accuracy = float((ref_probs.argmax(axis=1) == ref_labels).mean())
-    checks.append(
-        accuracy_estimate_check(
-            reference_accuracy,
-            estimate_accuracy(calibrator, cur_probs),
-            min_drop=settings.decay.min_drop,
-            alpha=settings.decay.alpha,
-            min_samples=d.min_samples,
-        )
+    checks: list[Any] = label_free_checks(
+        ref_emb,
+        cur_emb,
+        fit_projection(fit_emb, k),
+        _probs(reference["probabilities"]),
+        _probs(current["probabilities"]),
+        _label_ids(reference["label"], labels) if "label" in reference else None,
+        drift=d,
+        decay=settings.decay,
+        probability_tolerance=settings.store.probability_tolerance,
     )
     # Decay: window accuracies of labelled production rows; the last min_windows windows
     # are "recent", the earlier ones of the lookback the reference period.
-    from monitor.decay import decay_test, window_metrics
-
     dec = settings.decay
     if len(labelled):
         y_true = _label_ids(labelled["label"], labels)
@@ -252,31 +266,35 @@ def run_checks(
             min_drop=dec.min_drop,
         )
     )
-    # Bias over the segment attribute, on the labelled rows of the current window.
-    try:
-        from monitor.bias import bias_check
-    except ImportError:
-        not_built.append("bias (monitor.bias)")
-    else:
-        ts = pd.to_datetime(labelled["timestamp"], utc=True) if len(labelled) else None
-        recent = labelled[ts >= pd.Timestamp(window_start)] if ts is not None else labelled
-        groups = [
-            (seg or {}).get(settings.bias.segment) if isinstance(seg, dict) else None
+    # Bias over the segment attribute, on the labelled rows of the current window that carry
+    # it (rows without the attribute, e.g. tweets naming no airline, belong to no group).
+    recent = labelled
+    if len(labelled):
+        ts = pd.to_datetime(labelled["timestamp"], utc=True)
+        recent = labelled[ts >= pd.Timestamp(window_start)]
+    groups = np.asarray(
+        [
+            seg.get(settings.bias.segment) if isinstance(seg, dict) else None
             for seg in recent.get("segments", pd.Series([], dtype=object))
-        ]
-        checks.append(
-            bias_check(
-                _label_ids(recent["label"], labels) if len(recent) else np.array([], dtype=int),
-                _label_ids(recent["predicted_label"], labels)
-                if len(recent)
-                else np.array([], dtype=int),
-                np.asarray([str(g) for g in groups], dtype=object),
-                labels=list(range(len(labels))),
-                max_dp_difference=settings.bias.max_demographic_parity_difference,
-                max_eo_difference=settings.bias.max_equalized_odds_difference,
-                min_group_size=settings.bias.min_group_size,
-            )
+        ],
+        dtype=object,
+    )
+    has_group = np.array([g is not None for g in groups], dtype=bool)
+    grouped = recent[has_group] if len(recent) else recent
+    checks.append(
+        bias_check(
+            _label_ids(grouped["label"], labels) if len(grouped) else np.array([], dtype=int),
+            _label_ids(grouped["predicted_label"], labels)
+            if len(grouped)
+            else np.array([], dtype=int),
+            np.asarray([str(g) for g in groups[has_group]], dtype=object),
+            labels=list(range(len(labels))),
+            max_dp_difference=settings.bias.max_demographic_parity_difference,
+            max_eo_difference=settings.bias.max_equalized_odds_difference,
+            min_group_size=settings.bias.min_group_size,
+            min_rate_rows=settings.bias.min_rate_rows,
         )
+    )
     return checks, not_built
 
 
@@ -290,7 +308,10 @@ def write_reports(
     cur_emb: np.ndarray,
     stamp: str,
 ) -> tuple[str | None, str]:
-    """The Evidently HTML report and the verdict JSON; returns their paths."""
+    """The Evidently HTML report and the verdict JSON; returns their paths.
+
+    Evidently's numpy RuntimeWarnings (empty bins, constant columns) are silenced here only.
+    """
     out_dir = settings.home / "reports" / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -300,14 +321,16 @@ def write_reports(
         path = out_dir / "verdict.json"
         path.write_text(verdict.to_json(), encoding="utf-8")
         return None, str(path.resolve())
-    paths = write_report(
-        reference,
-        current,
-        verdict,
-        out_dir,
-        reference_embeddings=ref_emb,
-        current_embeddings=cur_emb,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        paths = write_report(
+            reference,
+            current,
+            verdict,
+            out_dir,
+            reference_embeddings=ref_emb,
+            current_embeddings=cur_emb,
+        )
     return str(Path(paths.html).resolve()), str(Path(paths.json).resolve())
 
 
@@ -399,7 +422,9 @@ def monitor_flow(
     model, tokenizer, info, reference = load_champion(settings)
     version = str(info.version)
     current = sample_window(settings, start, end, None)
-    labelled = labelled_rows(settings, end - timedelta(days=DECAY_LOOKBACK_DAYS), end)
+    labelled = labelled_rows(
+        settings, end - timedelta(days=DECAY_LOOKBACK_DAYS), end, as_of=end, model_version=version
+    )
     reference = _with_predicted_label(
         reference.head(settings.drift.reference_size), settings.model.labels
     )
@@ -417,10 +442,13 @@ def monitor_flow(
         not_built: list[str] = []
         log.warning("only %d rows in the window: insufficient data", len(current))
     else:
-        ref_emb = embed(settings, [str(t) for t in reference["text"]], model, tokenizer, version)
+        ref_texts = [str(t) for t in reference["text"]]
+        ref_emb = embed(settings, ref_texts, model, tokenizer, version)
         cur_emb = embed(settings, [str(t) for t in current["text"]], model, tokenizer, version)
+        fit_texts = projection_texts(settings, set(ref_texts))
+        fit_emb = embed(settings, fit_texts, model, tokenizer, version)
         checks, not_built = run_checks(
-            settings, reference, current, ref_emb, cur_emb, labelled, start
+            settings, reference, current, ref_emb, cur_emb, fit_emb, labelled, start
         )
         verdict = build_verdict(
             checks,
@@ -453,7 +481,9 @@ def monitor_flow(
     run_id = str(flow_run.id) if flow_run.id else None
     model_name = settings.registry.model_name
     if verdict.status == "breach":
-        _on_breach(settings, state, outcome, model_name, version, run_id, trigger_retrain)
+        _on_breach(
+            settings, state, outcome, model_name, version, run_id, trigger_retrain, (start, end)
+        )
     elif verdict.status == "ok":
         _on_ok(settings, state, outcome, model_name)
     record_run(state, outcome, model_name, start, end, run_id)
@@ -501,8 +531,14 @@ def _on_breach(
     version: str,
     run_id: str | None,
     trigger_retrain: bool,
+    window: tuple[datetime, datetime],
 ) -> None:
-    """Open (or join) the incident, page unless deduplicated, start the retrain once."""
+    """Open (or join) the incident, page unless deduplicated, start the retrain once.
+
+    The retrain trains on the labelled rows since this breaching window began: inline (auto
+    approval) with labels as of the window end; through the deployment with labels as of
+    its approval.
+    """
     from flows.alerts import notify_breach
     from flows.state import APPROVAL_AUTO, APPROVAL_PENDING
     from flows.wiring import RETRAIN_DEPLOYMENT, retrain_deployment_exists
@@ -534,6 +570,7 @@ def _on_breach(
                 "incident_key": key,
                 "overrides": settings_overrides(settings),
                 "claimed": True,
+                "since": window[0].isoformat(),
             },
             timeout=0,
             as_subflow=False,
@@ -548,6 +585,7 @@ def _on_breach(
         outcome.verdict,
         report_path=outcome.report_html or outcome.report_json,
         retrain_flow_run_id=retrain_run_id,
+        auto_approved=start_inline,
     )
     outcome.paged = None if report is None else report.kind
     if start_inline:
@@ -557,7 +595,11 @@ def _on_breach(
             "settings.retrain.auto_approve is ON: retraining for %s WITHOUT human approval", key
         )
         outcome.retrain = retrain_flow(
-            incident_key=key, overrides=settings_overrides(settings), claimed=True
+            incident_key=key,
+            overrides=settings_overrides(settings),
+            claimed=True,
+            since=window[0],
+            as_of=window[1],
         )
 
 
@@ -572,4 +614,8 @@ def _on_ok(settings: Settings, state: StateDB, outcome: MonitorOutcome, model_na
             settings.alerts,
             incident,
             report_path=outcome.report_html or outcome.report_json,
+            detail=(
+                f"Version {outcome.model_version} is serving; the window "
+                f"{outcome.window_start} to {outcome.window_end} ({outcome.rows} rows) is ok."
+            ),
         )
