@@ -410,8 +410,10 @@ class Registry:
     ) -> VersionInfo:
         """Move ``champion`` to ``version``; the old champion becomes ``previous-champion``.
 
-        Idempotent: promoting the current champion changes nothing. The new alias is set in one
-        call before the old ones are touched, so the registry always has a champion.
+        Idempotent: promoting the current champion changes nothing, except that a promotion
+        killed between its alias moves (champion and challenger on the same version) is
+        completed. The new alias is set in one call before the old ones are touched, so the
+        registry always has a champion.
 
         Raises:
             ModelArtifactError: the version's artifact is broken (champion untouched).
@@ -420,6 +422,19 @@ class Registry:
         version = str(version)
         current = self.champion()
         if current is not None and current.version == version:
+            challenger = self.challenger()
+            if challenger is not None and challenger.version == version:
+                # Champion and challenger on one version only happens when a promotion died
+                # between its alias moves (kill -9): finish the bookkeeping it did not reach.
+                previous = current.tags.get("previous_champion", "")
+                log.warning(
+                    "version %s is champion but still challenger: completing an interrupted "
+                    "promotion (previous champion %s)",
+                    version,
+                    previous or "none",
+                )
+                self._finish_promotion(version, previous or None)
+                return self.version(version)
             log.info("version %s is already the champion; nothing to do", version)
             return current
         self.verify(version, labels)
@@ -440,16 +455,22 @@ class Registry:
                 f"could not move {CHAMPION!r} to version {version}; "
                 f"champion stays {current.version if current else None}: {exc}"
             ) from exc
+        self._finish_promotion(version, current.version if current else None)
+        log.info("promoted %s version %s (was %s)", self.name, version, current and current.version)
+        return self.version(version)
+
+    def _finish_promotion(self, version: str, previous: str | None) -> None:
+        """The bookkeeping after ``champion`` moved: ``previous-champion``, then ``challenger``.
+
+        ``challenger`` is removed last: while it still points at the new champion, a killed
+        promotion is recognisable and :meth:`promote` of the same version completes it.
+        """
         with self._calls("update the secondary aliases"):
-            if current is not None:
-                self.client.set_registered_model_alias(
-                    self.name, PREVIOUS_CHAMPION, current.version
-                )
+            if previous is not None:
+                self.client.set_registered_model_alias(self.name, PREVIOUS_CHAMPION, previous)
             challenger = self.challenger()
             if challenger is not None and challenger.version == version:
                 self.client.delete_registered_model_alias(self.name, CHALLENGER)
-        log.info("promoted %s version %s (was %s)", self.name, version, current and current.version)
-        return self.version(version)
 
     def rollback(self, *, by: str, reason: str, labels: Sequence[str] = LABELS) -> VersionInfo:
         """Move ``champion`` back to ``previous-champion``.
