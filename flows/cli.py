@@ -33,26 +33,48 @@ console = Console()
 log = logging.getLogger("driftloop")
 
 
+#: driftloop's own top-level packages: their loggers speak at INFO (DEBUG with -v).
+OWN_LOGGERS = ("driftloop", "monitor", "retrain", "flows", "bench")
+#: Environment set before any third-party import (only where the user has not set it).
+QUIET_THIRD_PARTY_ENV = {
+    # The "Some weights ... newly initialized" warning of every base-model load.
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DATASETS_VERBOSITY": "error",
+    # datasets' tqdm bars of Dataset.map (training shows its own rich bar).
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+class OwnLoggersOnly(logging.Filter):
+    """Console filter: below WARNING only driftloop's own loggers get through.
+
+    Third-party loggers that set their own level to INFO (Prefect's flow and task run
+    loggers) still reach their other handlers (the Prefect API), just not the console.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True when the record is shown."""
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] in OWN_LOGGERS
+
+
 def _configure_logging(verbose: bool) -> None:
+    """Own loggers at INFO (DEBUG with ``verbose``), every third-party one at WARNING."""
     from rich.logging import RichHandler
 
+    for key, value in QUIET_THIRD_PARTY_ENV.items():
+        os.environ.setdefault(key, value)
+    handler = RichHandler(console=Console(stderr=True), show_path=False)
+    if not verbose:
+        handler.addFilter(OwnLoggersOnly())
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+        handlers=[handler],
         force=True,
     )
-    for noisy in (
-        "httpx",
-        "urllib3",
-        "alembic",
-        "mlflow",
-        "prefect",
-        "datasets",
-        "filelock",
-        "apprise",
-    ):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 @app.callback()
