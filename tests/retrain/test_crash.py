@@ -23,6 +23,7 @@ import pytest
 
 from driftloop.settings import LABELS, Settings
 from retrain.bootstrap import bootstrap
+from retrain.pipeline import retrain
 from retrain.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, Registry
 from tests.retrain.test_pipeline import _fast, _production
 
@@ -184,10 +185,10 @@ def airline_rows(demo_rows) -> list[dict[str, object]]:
     return [r for r in demo_rows if r["topic"] == "airline"][:1200]
 
 
-@pytest.mark.parametrize("where", ["training", "registration"])
-def test_kill_during_retrain_leaves_champion_working(
+def _bootstrap_then_kill_retrain(
     tmp_path: Path, settings: Settings, tiny_model, demo_rows, airline_rows, where: str
-) -> None:
+) -> tuple[Settings, Registry, str, dict[str, str]]:
+    """Bootstrap v1, kill a retrain child at ``where``; return the registry and killed runs."""
     s = _fast(settings, tiny_model, min_gain=-1.0, max_forgetting=1.0, bias_tolerance=1.0)
     bootstrap(s, rows=airline_rows, progress=False, epochs=1)
     production = tmp_path / "production.pkl"
@@ -201,22 +202,55 @@ def test_kill_during_retrain_leaves_champion_working(
     assert reg.champion().version == "1"
     _assert_champion_loads(reg, "1")
     _assert_every_alias_loads(reg)
+    assert reg.previous_champion() is None and reg.challenger() is None
+    # Nobody could mark the killed run: MLflow leaves it RUNNING, tagged with its window and
+    # approver so an operator can tell what it was.
     runs = reg.client.search_runs([reg.experiment_id()])
     killed = {r.info.run_name: r.info.status for r in runs if r.info.run_name != "bootstrap"}
-    # Nobody could mark the killed run: MLflow leaves it RUNNING, tagged with its window and
-    # approver. The model files of a killed training live only in the child's temp dir.
-    if where == "training":
-        assert paused.startswith("training step 2")
-        assert killed == {"retrain": "RUNNING", "finetune": "RUNNING"}
-        assert _versions(reg) == {"1": (CHAMPION,)}
-    else:
-        assert killed == {"retrain": "RUNNING", "finetune": "FINISHED"}
-        # The version row exists but no alias was set: its artifact was logged before the row
-        # was created, so it is complete; nothing points at it and champion is untouched.
-        assert paused.startswith("registered version 2")
-        assert _versions(reg) == {"1": (CHAMPION,), "2": ()}
-        reg.verify("2", LABELS)
-    assert reg.previous_champion() is None and reg.challenger() is None
+    (parent,) = [r for r in runs if r.info.run_name == "retrain"]
+    assert parent.data.tags["window"] == "crash-test"
+    assert parent.data.tags["approver"] == "crash-test"
+    return s, reg, paused, killed
+
+
+def test_kill_during_training_registers_nothing(
+    tmp_path: Path, settings: Settings, tiny_model, demo_rows, airline_rows
+) -> None:
+    s, reg, paused, killed = _bootstrap_then_kill_retrain(
+        tmp_path, settings, tiny_model, demo_rows, airline_rows, "training"
+    )
+    assert paused.startswith("training step 2")
+    assert killed == {"retrain": "RUNNING", "finetune": "RUNNING"}
+    # No version: the half-trained weights lived only in the child's temp dir.
+    assert _versions(reg) == {"1": (CHAMPION,)}
+
+    # Nothing the kill left behind blocks the next retrain.
+    again = retrain(
+        s,
+        _production(demo_rows),
+        window="after-kill",
+        approver="crash-test",
+        reason="retry",
+        progress=False,
+        epochs=1,
+        max_steps=4,
+    )
+    assert again.version == "2" and again.promoted
+    _assert_champion_loads(reg, "2")
+
+
+def test_kill_during_registration_leaves_only_complete_versions(
+    tmp_path: Path, settings: Settings, tiny_model, demo_rows, airline_rows
+) -> None:
+    _s, reg, paused, killed = _bootstrap_then_kill_retrain(
+        tmp_path, settings, tiny_model, demo_rows, airline_rows, "registration"
+    )
+    assert paused.startswith("registered version 2")
+    assert killed == {"retrain": "RUNNING", "finetune": "FINISHED"}
+    # The version row exists but no alias was set: its artifact was logged before the row was
+    # created, so it is complete; nothing points at it and champion is untouched.
+    assert _versions(reg) == {"1": (CHAMPION,), "2": ()}
+    reg.verify("2", LABELS)
 
 
 # Promote makes these alias calls, in this order, after the version is verified and tagged:
