@@ -202,14 +202,14 @@ class DemoSettings(_Section):
     """The simulated production traffic of ``driftloop simulate`` and ``driftloop demo``."""
 
     days: int = Field(6, gt=0, description="Simulated production days.")
-    rows_per_day: int = Field(300, gt=0, description="Predictions logged per simulated day.")
+    rows_per_day: int = Field(1_000, gt=0, description="Predictions logged per simulated day.")
     shift_start_day: int = Field(3, ge=0, description="First day with traffic from other topics.")
     shift_fraction: float = Field(
         0.6, ge=0, le=1, description="Share of other topics once shifted."
     )
-    label_fraction: float = Field(0.5, ge=0, le=1, description="Share of rows that get a label.")
+    label_fraction: float = Field(0.8, ge=0, le=1, description="Share of rows that get a label.")
     label_delay_days: float = Field(
-        1.0, ge=0, description="Delay before a ground-truth label arrives."
+        0.25, ge=0, description="Delay before a ground-truth label arrives."
     )
     seed: int = Field(7, description="Seed of the simulated traffic.")
 
