@@ -43,6 +43,12 @@ QUIET_THIRD_PARTY_ENV = {
     # datasets' tqdm bars of Dataset.map (training shows its own rich bar).
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # MLflow logs through its own handler ("Creating initial MLflow database tables...") and
+    # draws a tqdm bar for every artifact download.
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # The ephemeral Prefect server would try (and, offline, fail loudly) to send telemetry.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
 }
 
 
@@ -425,7 +431,16 @@ def demo(ctx: typer.Context) -> None:
     """The end-to-end story on embedded defaults (what ``make run`` runs)."""
     from flows.demo import run_demo
 
-    raise typer.Exit(run_demo(_settings(ctx), console))
+    if not ctx.find_root().params.get("verbose"):
+        # The demo tells its story on screen; our INFO logs would repeat it (-v shows them).
+        for name in OWN_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        code = run_demo(_settings(ctx), console)
+    except Exception as exc:
+        log.debug("the demo failed", exc_info=True)
+        raise _fail(exc) from exc
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":

@@ -591,9 +591,6 @@ def _on_breach(
     if start_inline:
         from flows.retrain_flow import retrain_flow
 
-        log.warning(
-            "settings.retrain.auto_approve is ON: retraining for %s WITHOUT human approval", key
-        )
         outcome.retrain = retrain_flow(
             incident_key=key,
             overrides=settings_overrides(settings),

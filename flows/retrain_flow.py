@@ -211,7 +211,10 @@ def retrain_flow(
         decision = ApprovalInput(approve=True, approver=approver, reason=reason)
         approval_state = APPROVAL_APPROVED
     elif settings.retrain.auto_approve:
-        banner = "AUTO-APPROVED: settings.retrain.auto_approve is on; no human approved this"
+        banner = (
+            f"AUTO-APPROVED retrain for {key}: settings.retrain.auto_approve is on; "
+            "no human approved this"
+        )
         log.warning(banner)
         print(banner)
         decision = ApprovalInput(approve=True, approver=AUTO_APPROVER, reason=banner)
