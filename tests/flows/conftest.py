@@ -35,6 +35,15 @@ class AlertEndpoint:
             self.server = None
 
 
+@pytest.fixture(scope="session")
+def harness() -> Iterator[None]:
+    """One temporary Prefect API (and database) for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 @pytest.fixture
 def alert_endpoint() -> Iterator[AlertEndpoint]:
     """A local HTTP server on 127.0.0.1 in a thread, recording Apprise JSON posts."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,14 +15,6 @@ from tests.conftest import TinyModel
 from tests.flows.conftest import AlertEndpoint
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def _settings(base: Settings, tiny: TinyModel, url: str) -> Settings:
@@ -115,10 +106,13 @@ def _run_loop(settings: Settings, tiny: TinyModel, endpoint: AlertEndpoint, appr
     champion = registry.champion()
     assert champion is not None
     if approve:
-        assert result["status"] in ("promoted", "refused")
-        if result["status"] == "promoted":
-            assert champion.version != "1"
-            assert "alice" in " ".join(champion.tags.values())
+        # min_gain=-1 and max_forgetting=1: the gate cannot refuse.
+        assert result["status"] == "promoted", result
+        assert result["approver"] == "alice"
+        assert champion.version == result["version"] != "1"
+        assert champion.tags["approver"] == "alice" and champion.tags["reason"] == "test"
+        # Trained on the breaching window's labelled rows (labels as of the approval).
+        assert result["window_start"] == outcome["window_start"]
     else:
         assert result["status"] == "rejected"
         assert champion.version == "1"
