@@ -64,6 +64,7 @@ class Config:
     test_new: int
     test_airline: int
     epochs: float
+    bootstrap_epochs: float
     max_length: int = 64
     seed: int = 42
 
@@ -80,16 +81,18 @@ class Config:
                 test_new=200,
                 test_airline=200,
                 epochs=1.0,
+                bootstrap_epochs=1.0,
             )
         return Config(
             quick=False,
-            max_train_rows=1200,
+            max_train_rows=800,
             reference_size=300,
             production_new=900,
             production_airline=200,
             test_new=600,
             test_airline=600,
             epochs=2.0,
+            bootstrap_epochs=3.0,
         )
 
 
@@ -196,7 +199,6 @@ def _cache_key(cfg: Config, settings: Settings) -> str:
     import transformers
 
     from driftloop.models import base_model_path
-    from retrain.bootstrap import BOOTSTRAP_EPOCHS
 
     parts = {
         "format": CACHE_FORMAT,
@@ -206,7 +208,7 @@ def _cache_key(cfg: Config, settings: Settings) -> str:
         "seed": cfg.seed,
         "demo_seed": settings.demo.seed,
         "lr": settings.retrain.bootstrap_learning_rate,
-        "epochs": BOOTSTRAP_EPOCHS,
+        "epochs": cfg.bootstrap_epochs,
         "batch_size": settings.retrain.batch_size,
         "base": str(settings.model.base_model or base_model_path()),
         "torch": torch.__version__,
@@ -245,7 +247,7 @@ def bootstrap_champion(
         log.info("bootstrap reused from %s", cached)
         return {**meta, "reused": True, "cache": str(cached.relative_to(RESULTS.parent.parent))}
 
-    result = bootstrap(settings, rows=rows, progress=True)
+    result = bootstrap(settings, rows=rows, progress=True, epochs=cfg.bootstrap_epochs)
     meta = {
         "seconds": result.seconds,
         "train_seconds": result.finetune.seconds,
@@ -286,17 +288,20 @@ def accuracy(model_dir: Path, frame: pd.DataFrame, settings: Settings) -> float:
 
 
 def full_retrain(
-    settings: Settings, registry: Registry, production: pd.DataFrame, output_dir: Path
-) -> tuple[Path, float, int, int]:
-    """From the base model (bootstrap learning rate) on the champion's training rows + the new.
+    settings: Settings,
+    registry: Registry,
+    production: pd.DataFrame,
+    output_dir: Path,
+    epochs: float,
+) -> tuple[Path, float, int, int, dict[str, int]]:
+    """The bootstrap recipe from the base model on the champion's training rows + the new ones.
 
-    Same epoch budget and early stopping as the incremental retrain (``retrain.epochs``).
+    The new training rows and the early-stopping holdout are the ones the incremental retrain
+    used: the pipeline's drift-reference holdout and :func:`retrain.data.assemble_training_set`
+    are deterministic for a seed (the caller compares the counts).
 
-        The new rows and the early-stopping holdout are the ones the incremental retrain used
-        (:func:`retrain.data.assemble_training_set` is deterministic for a seed).
-
-        Returns:
-            (model dir, training seconds, optimiser steps, training rows).
+    Returns:
+        (model dir, training seconds, optimiser steps, training rows, assembly counts).
     """
     import datasets
 
@@ -304,10 +309,20 @@ def full_retrain(
     from retrain.bootstrap import load_replay
     from retrain.data import assemble_training_set
     from retrain.finetune import finetune
+    from retrain.pipeline import (
+        MIN_REFERENCE_ROWS,
+        REFERENCE_HOLDOUT_FRACTION,
+        split_reference_holdout,
+    )
 
     rt, labels = settings.retrain, settings.model.labels
     old = load_replay(registry)
-    training = assemble_training_set(production, old, settings=rt, labels=labels)
+    held, to_train = split_reference_holdout(
+        production, fraction=REFERENCE_HOLDOUT_FRACTION, seed=rt.seed
+    )
+    if len(held) < max(MIN_REFERENCE_ROWS, settings.drift.min_samples):
+        held, to_train = held.iloc[:0], production  # the pipeline then trains on every row
+    training = assemble_training_set(to_train, old, settings=rt, labels=labels)
     new = training.train.to_pandas()
     new = new[new["source"] == "new"]
     texts = old["text"].astype(str).tolist() + new["text"].tolist()
@@ -328,8 +343,10 @@ def full_retrain(
         max_length=settings.model.max_length,
         device=settings.model.device,
         progress=True,
+        epochs=epochs,
     )
-    return result.output_dir, result.seconds, result.steps, len(train)
+    counts = {**training.counts, "held_out_for_reference": len(held)}
+    return result.output_dir, result.seconds, result.steps, len(train), counts
 
 
 def _majority(frame: pd.DataFrame) -> float:
@@ -399,9 +416,18 @@ def run(cfg: Config, *, use_cache: bool = True) -> dict[str, Any]:
 
         log.info("full retrain from the base model on old + new rows")
         t0 = time.perf_counter()
-        full_dir, full_s, full_steps, full_rows = full_retrain(
-            settings, registry, splits.production, tmp / "full"
+        full_dir, full_s, full_steps, full_rows, full_counts = full_retrain(
+            settings, registry, splits.production, tmp / "full", cfg.bootstrap_epochs
         )
+        same_rows = all(
+            full_counts[k] == outcome.counts[k] for k in ("new_rows", "new_train", "holdout")
+        )
+        if not same_rows:
+            log.warning(
+                "the full retrain's new rows differ from the incremental's: %s vs %s",
+                full_counts,
+                outcome.counts,
+            )
         full_total = time.perf_counter() - t0
         scores.append(
             ModelScore(
@@ -427,6 +453,9 @@ def run(cfg: Config, *, use_cache: bool = True) -> dict[str, Any]:
         "champion_version": champion.version,
         "bootstrap": boot,
         "counts": outcome.counts,
+        "full_counts": full_counts,
+        "same_new_rows": same_rows,
+        "reference_rebased": outcome.reference_rebased,
         "scores": [asdict(s) for s in scores],
         "n_test_new": len(splits.test_new),
         "n_test_airline": len(splits.test_airline),
@@ -456,6 +485,8 @@ def render_markdown(res: dict[str, Any], head: str) -> str:
     """The result table with the run header."""
     n_new, n_air = res["n_test_new"], res["n_test_airline"]
     boot = res["bootstrap"]
+    cfg = res["config"]
+    len_production = cfg["production_new"] + cfg["production_airline"]
     crit = res["criteria"]
     lines = [
         head,
@@ -468,16 +499,35 @@ def render_markdown(res: dict[str, Any], head: str) -> str:
         f" always answering the majority class scores {res['majority_new']:.3f} (new) and"
         f" {res['majority_airline']:.3f} (airline).",
         "",
-        f"Champion: version {res['champion_version']}, bootstrapped on {boot['counts']['train']}"
-        f" airline rows ({'reused from the cache ' + boot['cache'] + '; its time is from the run that built it' if boot['reused'] else 'trained in this run'}).",
-        f" Production: {res['counts']['labelled_rows']} labelled rows; incremental training set"
-        f" {res['counts']['new_train']} new + {res['counts']['replay']} replay rows,"
-        f" holdout {res['counts']['holdout']}.",
+        f"Champion: version {res['champion_version']}, bootstrapped from the base model on"
+        f" {boot['counts']['train']} airline rows, {cfg['bootstrap_epochs']:g} epoch(s) at"
+        " `retrain.bootstrap_learning_rate` ("
+        + (
+            f"reused from the cache `{boot['cache']}`; its times are from the run that built it"
+            if boot["reused"]
+            else "trained in this run"
+        )
+        + ").",
         "",
-        f"Both retrains: up to {res['config']['epochs']:g} epochs with early stopping on that"
-        " holdout; the incremental one starts from the champion at `retrain.learning_rate`, the"
-        " full one from the base model at `retrain.bootstrap_learning_rate` on all the champion's"
-        " training rows plus the same new training rows.",
+        f"Production: {len_production} labelled rows ({cfg['production_new']} new-domain,"
+        f" {cfg['production_airline']} airline); "
+        + (
+            f"the pipeline held {res['full_counts']['held_out_for_reference']} of them out as"
+            " its next drift reference and"
+            if res["reference_rebased"]
+            else "too few for a new drift reference, so the pipeline"
+        )
+        + f" trained on {res['counts']['new_train']} new + {res['counts']['replay']} replay rows,"
+        " with"
+        f" {res['counts']['holdout']} new rows held out for early stopping and its gate.",
+        "",
+        f"- **incremental**: `retrain.pipeline.retrain()` from the champion, up to"
+        f" {cfg['epochs']:g} epochs at `retrain.learning_rate` (the product's settings).",
+        f"- **full**: from the base model with the bootstrap's recipe ({cfg['bootstrap_epochs']:g}"
+        " epoch(s) at `retrain.bootstrap_learning_rate`) on all the champion's training rows plus"
+        " the same new training rows"
+        + ("" if res["same_new_rows"] else " (**warning: its new rows differ, see the JSON**)")
+        + "; same early-stopping holdout.",
         "",
         "| model | new-domain accuracy | airline accuracy | forgetting | train rows | steps |"
         " train s | total s |",
@@ -517,7 +567,11 @@ def render_markdown(res: dict[str, Any], head: str) -> str:
         f" forgetting within tolerance: {'yes' if crit['forgetting_within'] else 'no'}).",
         "",
         f"Benchmark wall time: {res['seconds']:.0f} s"
-        + (" (quick mode: small sets, noisy numbers)." if res["config"]["quick"] else "."),
+        + (
+            " (quick mode: a smoke test; too few rows and steps for the accuracies to mean much)."
+            if res["config"]["quick"]
+            else "."
+        ),
         "",
     ]
     return "\n".join(lines)
