@@ -201,8 +201,8 @@ def run_demo(settings: Settings, console: Console) -> int:
         today = sim.days[0]
         console.print(
             f"   [bold]day {day}[/bold]  {day_start:%Y-%m-%d}  shift {today.shifted_share:>4.0%}  "
-            f"served by v{info.version}: {today.rows} predictions, {today.labels} labels by "
-            "the day's end; monitoring ..."
+            f"served by v{info.version}: {today.rows} predictions ({today.labels} labelled "
+            "later); monitoring ..."
         )
         outbox_before = len(_outbox(s))
         outcome = monitor_flow(
@@ -312,7 +312,7 @@ def _summary(
         ("day", "right"),
         ("date", "left"),
         ("shift", "right"),
-        ("served by", "left"),
+        ("model", "left"),
         ("verdict", "left"),
         ("alert", "left"),
         ("retrain", "left"),
