@@ -1,14 +1,13 @@
 """Benchmark data: loaders for ``../shared/data`` sets driftloop has none for, domain pools, embeddings.
 
-Every text is embedded once with the monitored encoder (all-MiniLM-L6-v2, mean pooling over the
-attention mask, ``max_length`` 128: :func:`monitor.embeddings.embed_texts` when importable, an
-identical fallback otherwise) and cached as ``.npy`` under ``bench/results/cache/`` keyed by a
-hash of the texts, so benchmark windows are index resamples of precomputed arrays.
+Every text is embedded once with the monitored encoder (the bundled all-MiniLM-L6-v2, mean
+pooling over the attention mask, ``max_length`` 128, :func:`monitor.embeddings.embed_texts`) and
+cached per text under ``bench/results/cache/`` (git-ignored), so benchmark windows are index
+resamples of precomputed arrays and a quick run reuses a full run's vectors.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -102,10 +102,11 @@ class Domain:
         return len(self.texts)
 
 
-def _subsample(items: Sequence, k: int, seed: int) -> list:
+def _subsample(items: Sequence[Any], k: int, seed: int) -> list[Any]:
+    """``k`` items in their original order; nested: a smaller ``k`` keeps a subset of a larger."""
     if len(items) <= k:
         return list(items)
-    idx = np.sort(np.random.default_rng(seed).choice(len(items), size=k, replace=False))
+    idx = np.sort(np.random.default_rng(seed).permutation(len(items))[:k])
     return [items[i] for i in idx]
 
 
@@ -121,60 +122,85 @@ def _dedupe(pairs: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
     return out
 
 
-def build_domains(*, demo_per_side: int = 4000, sst2_rows: int = 4000) -> dict[str, Domain]:
-    """All benchmark domains, texts and labels only (exact duplicates dropped within a domain)."""
+#: Rows per domain of a full run (default: all) and of a quick run (fewer domains). The Blitzer
+#: domains that are only ever shift targets need no more than the largest window (1,000).
+FULL_ROWS: dict[str, int] = {
+    "sst2": 3000,
+    "demo_airline": 2500,
+    "demo_other": 2500,
+    "blitzer_electronics": 1100,
+    "blitzer_kitchen": 1100,
+}
+QUICK_DOMAINS: dict[str, int] = {
+    "uci_yelp": 1000,
+    "uci_imdb": 1000,
+    "sst2": 1200,
+    "demo_airline": 1200,
+    "demo_other": 1200,
+}
+
+
+def build_domains(*, quick: bool = False) -> dict[str, Domain]:
+    """The benchmark domains, texts and labels only (exact duplicates dropped within a domain).
+
+    Full: UCI yelp / imdb / amazon, the four Blitzer domains (electronics and kitchen, only ever
+    shift targets, 1,100 rows each), SST-2 (3,000 sentences), demo airline tweets and demo
+    other-topic tweets (2,500 each). Quick: five of them, smaller (subsets of the full ones, so
+    the cache serves both).
+    """
     binary = ("negative", "positive")
-    domains: dict[str, Domain] = {}
+    pairs_of: dict[str, list[tuple[str, int]]] = {}
+    classes: dict[str, tuple[str, ...]] = {}
     for short, file_domain in UCI_DOMAINS.items():
-        pairs = _dedupe(load_uci_sentences(file_domain))
-        domains[f"uci_{short}"] = Domain(
-            f"uci_{short}", [t for t, _ in pairs], np.array([y for _, y in pairs]), binary
-        )
-    reviews = load_blitzer()
-    for dom in BLITZER_DOMAINS:
-        pairs = _dedupe([(blitzer_text(r), int(r["label"])) for r in reviews if r["domain"] == dom])
-        domains[f"blitzer_{dom}"] = Domain(
-            f"blitzer_{dom}", [t for t, _ in pairs], np.array([y for _, y in pairs]), binary
-        )
+        pairs_of[f"uci_{short}"] = _dedupe(load_uci_sentences(file_domain))
+    if not quick:
+        reviews = load_blitzer()
+        for dom in BLITZER_DOMAINS:
+            pairs_of[f"blitzer_{dom}"] = _dedupe(
+                [(blitzer_text(r), int(r["label"])) for r in reviews if r["domain"] == dom]
+            )
     sst = _dedupe(load_sst2("train") + load_sst2("dev") + load_sst2("test"))
-    sst = _subsample(sst, sst2_rows, SEED)
-    domains["sst2"] = Domain("sst2", [t for t, _ in sst], np.array([y for _, y in sst]), binary)
+    pairs_of["sst2"] = _subsample(sst, 4000, SEED)
 
     from driftloop.settings import LABELS
 
     rows = read_demo_rows()
-    airline = _dedupe(
-        [(str(r["text"]), int(r["label"])) for r in rows if r["topic"] == AIRLINE_TOPIC]
-    )
-    other = _dedupe(
-        [(str(r["text"]), int(r["label"])) for r in rows if r["topic"] != AIRLINE_TOPIC]
-    )
-    airline = _subsample(airline, demo_per_side, SEED + 1)
-    other = _subsample(other, demo_per_side, SEED + 2)
-    domains["demo_airline"] = Domain(
-        "demo_airline", [t for t, _ in airline], np.array([y for _, y in airline]), tuple(LABELS)
-    )
-    domains["demo_other"] = Domain(
-        "demo_other", [t for t, _ in other], np.array([y for _, y in other]), tuple(LABELS)
-    )
+    for name, keep, seed in (("demo_airline", True, SEED + 1), ("demo_other", False, SEED + 2)):
+        pairs = _dedupe(
+            [
+                (str(r["text"]), int(r["label"]))
+                for r in rows
+                if (r["topic"] == AIRLINE_TOPIC) == keep
+            ]
+        )
+        pairs_of[name] = _subsample(pairs, 3000, seed)
+        classes[name] = tuple(LABELS)
+    domains: dict[str, Domain] = {}
+    for name, pairs in pairs_of.items():
+        if name in FULL_ROWS:
+            pairs = _subsample(pairs, FULL_ROWS[name], SEED + 4)
+        if quick:
+            if name not in QUICK_DOMAINS:
+                continue
+            pairs = _subsample(pairs, QUICK_DOMAINS[name], SEED + 3)
+        domains[name] = Domain(
+            name,
+            [t for t, _ in pairs],
+            np.array([y for _, y in pairs]),
+            classes.get(name, binary),
+        )
     return domains
 
 
 # --- embeddings ---------------------------------------------------------------------------------
 
+#: Version key of the benchmark's embedding cache: the base encoder, mean pooling, max_length.
+CACHE_VERSION = f"all-MiniLM-L6-v2|mean|{MAX_LENGTH}"
 
-def _cache_key(texts: Sequence[str]) -> str:
-    h = hashlib.sha256(f"all-MiniLM-L6-v2|mean|{MAX_LENGTH}|".encode())
-    for t in texts:
-        h.update(t.encode("utf-8"))
-        h.update(b"\x00")
-    return h.hexdigest()[:20]
+_MODEL: tuple[Any, Any] | None = None
 
 
-_MODEL: tuple[object, object] | None = None
-
-
-def _model() -> tuple[object, object]:
+def _model() -> tuple[Any, Any]:
     global _MODEL
     if _MODEL is None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -184,76 +210,42 @@ def _model() -> tuple[object, object]:
     return _MODEL
 
 
-def _embed_fallback(
-    texts: list[str], model: object, tokenizer: object, batch_size: int
-) -> np.ndarray:
-    """Same computation as monitor.embeddings.embed_texts (mean pooling over the mask)."""
-    import torch
-
-    encoder = getattr(model, "base_model", model).eval()
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    out = np.empty((len(texts), encoder.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            enc = tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=MAX_LENGTH,
-                return_tensors="pt",
-            )
-            hidden = encoder(**enc).last_hidden_state
-            w = enc["attention_mask"].unsqueeze(-1).float()
-            out[idx] = ((hidden * w).sum(1) / w.sum(1).clamp(min=1e-9)).numpy()
-    return out
-
-
 def embedder_name() -> str:
-    """Which code path embeds: driftloop's embed_texts or the identical fallback."""
-    try:
-        from monitor.embeddings import embed_texts  # noqa: F401
-    except ImportError:
-        return "bench fallback (mean pooling, identical to monitor.embeddings.embed_texts)"
-    return "monitor.embeddings.embed_texts"
+    """The code path that embeds the benchmark texts."""
+    return "monitor.embeddings.embed_texts (all-MiniLM-L6-v2 encoder, mean pooling)"
 
 
 def embed(texts: list[str], *, batch_size: int = 64) -> tuple[np.ndarray, float | None]:
-    """Embeddings of ``texts`` (cached); returns (vectors, seconds spent embedding or None if cached)."""
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    path = CACHE_DIR / f"emb_{_cache_key(texts)}.npy"
-    if path.is_file():
-        vecs = np.load(path)
-        if vecs.shape[0] == len(texts):
-            return vecs, None
+    """Embeddings of ``texts`` through the per-text cache; (vectors, seconds if any were new).
+
+    The cache (:class:`monitor.embeddings.EmbeddingCache` under ``bench/results/cache/``) is
+    content-addressed per text, so a quick run's subsets and a full run share it.
+    """
+    from monitor.embeddings import EmbeddingCache
+
+    cache = EmbeddingCache(CACHE_DIR / "embeddings")
+    before = len(cache)
     model, tokenizer = _model()
     t0 = time.perf_counter()
-    try:
-        from monitor.embeddings import embed_texts
-    except ImportError:
-        vecs = _embed_fallback(texts, model, tokenizer, batch_size)
-    else:
-        vecs = embed_texts(
-            texts,
-            model,
-            tokenizer,
-            batch_size=batch_size,
-            max_length=MAX_LENGTH,
-            device="cpu",
-            progress=False,
-        ).vectors
+    vecs = cache.embed(
+        texts,
+        CACHE_VERSION,
+        model,
+        tokenizer,
+        batch_size=batch_size,
+        max_length=MAX_LENGTH,
+        device="cpu",
+        progress=True,
+    ).vectors
     seconds = time.perf_counter() - t0
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, vecs.astype(np.float32))
-    tmp.replace(path)
-    return vecs, seconds
+    return np.asarray(vecs, dtype=np.float32), (seconds if len(cache) > before else None)
 
 
 def embed_domains(domains: dict[str, Domain]) -> dict[str, float]:
-    """Fill ``Domain.embeddings`` for every domain; returns seconds spent per newly embedded domain."""
+    """Fill ``Domain.embeddings``; returns seconds spent per domain that needed new embeddings."""
     import torch
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
     spent: dict[str, float] = {}
     for name, dom in domains.items():
         vecs, seconds = embed(dom.texts)

@@ -1,10 +1,11 @@
-"""Label-free accuracy estimate (monitor.estimate) vs realised accuracy on the detection windows.
+"""Label-free accuracy estimate vs realised accuracy on the detection windows.
 
-The windows are those of :mod:`bench.detection`: per window the calibrator is fitted on the
-reference window's class probabilities and labels, the estimate is computed on the current
-window's probabilities alone, and the realised accuracy uses the current window's labels.
-Two naive baselines sit beside it: the head's mean top-class confidence (uncalibrated), and
-"nothing changed" (the reference window's accuracy).
+The windows are those of :mod:`bench.detection`, and the estimate is the one the product
+computes there: the ``accuracy_estimate`` check of :func:`monitor.checks.label_free_checks`
+(the calibrator fitted on the reference window's class probabilities and labels, the estimate
+from the current window's probabilities alone, its 95 % interval). The realised accuracy uses
+the current window's labels. Two naive baselines sit beside it: the stand-in classifier's mean
+top-class confidence (uncalibrated), and "nothing changed" (the reference window's accuracy).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 
 def summarise(windows: list[dict[str, Any]]) -> dict[str, Any]:
-    """MAE per family / kind / n for the estimate and the two baselines, and CI coverage."""
+    """MAE per family / group / shift / n for the estimate and the baselines, CI coverage."""
     if not windows:
         return {"available": False}
 
@@ -39,6 +40,10 @@ def summarise(windows: list[dict[str, Any]]) -> dict[str, Any]:
             ),
             "ci_coverage": float(((lo <= real) & (real <= hi)).mean()),
             "ci_width": float((hi - lo).mean()),
+            "alert_rate": float(np.mean([bool(w.get("estimate_alert")) for w in sel])),
+            "realised_drop": float(
+                (np.array([w["reference_accuracy"] for w in sel]) - real).mean()
+            ),
         }
 
     by_family: dict[str, Any] = {}
@@ -47,6 +52,10 @@ def summarise(windows: list[dict[str, Any]]) -> dict[str, Any]:
         by_family[fam] = {"all": stats(sel)}
         for n in sorted({w["n"] for w in sel}):
             by_family[fam][n] = stats([w for w in sel if w["n"] == n])
+    by_group = {
+        f"{fam}: {grp}": stats([w for w in windows if w["family"] == fam and w["group"] == grp])
+        for fam, grp in dict.fromkeys((w["family"], w["group"]) for w in windows)
+    }
     by_shift = {
         s: stats([w for w in windows if w["shift"] == s])
         for s in dict.fromkeys(w["shift"] for w in windows)
@@ -55,23 +64,29 @@ def summarise(windows: list[dict[str, Any]]) -> dict[str, Any]:
         "available": True,
         "overall": stats(windows),
         "by_family": by_family,
+        "by_group": by_group,
         "by_shift": by_shift,
     }
 
 
 def render_markdown(summary: dict[str, Any], header: str) -> str:
+    """estimate.md: the overall MAE line, then per family, group, shift and window size."""
     lines = [header, "# Label-free accuracy estimate vs realised accuracy", ""]
     if not summary.get("available"):
         lines += ["monitor.estimate was not importable in this run: no estimate was measured.", ""]
         return "\n".join(lines)
     o = summary["overall"]
     lines += [
-        "Per window: `fit_calibrator` on the reference window's class probabilities and labels,"
-        " `estimate_accuracy` on the current window's probabilities (no labels), compared with the"
-        " accuracy realised on the current window's labels. Probabilities come from the logistic-"
-        "regression head fitted on the source domain (stand-in for the fine-tuned model's softmax).",
-        "Baselines: *confidence* = mean top-class probability of the head (uncalibrated);"
-        " *no change* = the reference window's accuracy.",
+        "Per window of the detection benchmark: the `accuracy_estimate` check of"
+        " `monitor.checks.label_free_checks` (its calibrator fitted on the reference window's class"
+        " probabilities and labels, the estimate from the current window's probabilities alone,"
+        " no labels), compared with the accuracy realised on the current window's labels."
+        " Probabilities come from the logistic-regression head fitted on the source domain (the"
+        " stand-in for the fine-tuned model's softmax). driftloop refuses windows below"
+        " min_samples (no estimate), so n = 25 windows are absent.",
+        "Baselines: *confidence* = mean top-class probability (uncalibrated); *no change* = the"
+        " reference window's accuracy. *Alert rate*: share of windows where the check itself alerted"
+        " (estimated drop >= min_drop and significant); *drop* = reference minus realised accuracy.",
         "",
         f"**Overall ({o['windows']} windows): MAE {o['mae']:.3f} (bias {o['bias']:+.3f}); "
         f"confidence baseline {o['mae_confidence']:.3f}; no-change baseline {o['mae_reference']:.3f}; "
@@ -79,17 +94,25 @@ def render_markdown(summary: dict[str, Any], header: str) -> str:
         "",
         "![estimate](estimate.png)",
         "",
-        "## Per shift family",
+        "## Per shift family and group",
         "",
-        "| family | windows | realised acc | estimate | MAE | bias | MAE confidence | MAE no-change | CI coverage |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| family / group | windows | realised acc | drop | estimate | MAE | bias | MAE confidence"
+        " | MAE no-change | CI coverage | alert rate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for fam, d in summary["by_family"].items():
-        s = d["all"]
+    rows = [(f"**{fam}**", d["all"]) for fam, d in summary["by_family"].items()]
+    groups = summary.get("by_group", {})
+    ordered: list[tuple[str, dict[str, float]]] = []
+    for label, st in rows:
+        ordered.append((label, st))
+        fam = label.strip("*")
+        ordered += [(f"&nbsp;&nbsp;{k}", v) for k, v in groups.items() if k.startswith(fam + ":")]
+    for label, s in ordered:
         lines.append(
-            f"| {fam} | {s['windows']} | {s['mean_realised']:.3f} | {s['mean_estimate']:.3f} | "
-            f"{s['mae']:.3f} | {s['bias']:+.3f} | {s['mae_confidence']:.3f} | "
-            f"{s['mae_reference']:.3f} | {s['ci_coverage']:.2f} |"
+            f"| {label} | {s['windows']} | {s['mean_realised']:.3f} | {s['realised_drop']:+.3f} |"
+            f" {s['mean_estimate']:.3f} | {s['mae']:.3f} | {s['bias']:+.3f} |"
+            f" {s['mae_confidence']:.3f} | {s['mae_reference']:.3f} | {s['ci_coverage']:.2f} |"
+            f" {s['alert_rate']:.2f} |"
         )
     lines += [
         "",
@@ -106,7 +129,7 @@ def render_markdown(summary: dict[str, Any], header: str) -> str:
         )
     lines += [
         "",
-        "## MAE by window size (all families)",
+        "## MAE by window size",
         "",
         "| family | n | windows | MAE | CI coverage | CI width |",
         "|---|---|---|---|---|---|",
@@ -116,7 +139,8 @@ def render_markdown(summary: dict[str, Any], header: str) -> str:
             if n == "all":
                 continue
             lines.append(
-                f"| {fam} | {n} | {s['windows']} | {s['mae']:.3f} | {s['ci_coverage']:.2f} | {s['ci_width']:.3f} |"
+                f"| {fam} | {n} | {s['windows']} | {s['mae']:.3f} | {s['ci_coverage']:.2f} |"
+                f" {s['ci_width']:.3f} |"
             )
     lines.append("")
     return "\n".join(lines)
