@@ -779,31 +779,36 @@ def run(
         )
     else:
         _init_worker(state)
-    last_pass = 0.0
     try:
-        for start in range(0, cfg.max_reps, cfg.block):
-            elapsed = time.perf_counter() - t_start
-            if start and elapsed + last_pass > cfg.budget_s:
-                stopped_by_budget = start < cfg.reps
-                break
-            t_pass = time.perf_counter()
-            block = list(range(start, min(cfg.max_reps, start + cfg.block)))
-            if executor is None:
-                for cell in cells:
-                    collect(_run_task(cell, block))
-            else:
-                # big windows first, so the pass does not end on one long task
-                order = sorted(cells, key=lambda c: -c.n)
-                for out in executor.map(_run_task, order, [block] * len(order)):
+        last_pass = 0.0
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("detection windows", total=len(cells) * cfg.max_reps)
+            for start in range(0, cfg.max_reps, cfg.block):
+                elapsed = time.perf_counter() - t_start
+                if start and elapsed + 1.15 * last_pass > cfg.budget_s:
+                    stopped_by_budget = start < cfg.reps
+                    break
+                t_pass = time.perf_counter()
+                block = list(range(start, min(cfg.max_reps, start + cfg.block)))
+                if executor is None:
+                    outs: Any = (_run_task(cell, block) for cell in cells)
+                else:
+                    # big windows first, so the pass does not end on one long task
+                    order = sorted(cells, key=lambda c: -c.n)
+                    outs = executor.map(_run_task, order, [block] * len(order))
+                for out in outs:
                     collect(out)
-            done = block[-1] + 1
-            last_pass = time.perf_counter() - t_pass
-            if progress:
-                progress(
-                    f"detection: {done} repetitions (target >= {cfg.reps}, up to"
-                    f" {cfg.max_reps} while the budget lasts) of {len(cells)} cells"
-                    f" ({time.perf_counter() - t_start:.0f} s of {cfg.budget_s:.0f} s)"
-                )
+                    bar.advance(task, len(block))
+                done = block[-1] + 1
+                last_pass = time.perf_counter() - t_pass
+                if progress:
+                    progress(
+                        f"detection: {done} repetitions (target >= {cfg.reps}, up to"
+                        f" {cfg.max_reps} while the budget lasts) of {len(cells)} cells"
+                        f" ({time.perf_counter() - t_start:.0f} s of {cfg.budget_s:.0f} s)"
+                    )
     finally:
         if executor is not None:
             executor.shutdown()

@@ -69,6 +69,33 @@ def summarise(windows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def shortfalls(summary: dict[str, Any], min_drop: float = 0.03) -> list[str]:
+    """Groups where accuracy fell by ``min_drop`` but the check mostly stayed silent, and groups
+    where a naive baseline tracks the realised accuracy better; one line each."""
+    out = []
+    for label, st in summary.get("by_group", {}).items():
+        if st["realised_drop"] >= min_drop and st["alert_rate"] < 0.5:
+            out.append(
+                f"- **{label}: accuracy fell by {st['realised_drop']:.3f} on average, the check"
+                f" alerted in {st['alert_rate']:.0%} of {st['windows']} windows** (estimate"
+                f" {st['mean_estimate']:.3f} vs realised {st['mean_realised']:.3f})."
+            )
+        worse = [
+            name
+            for name, key in (
+                ("uncalibrated confidence", "mae_confidence"),
+                ("no change", "mae_reference"),
+            )
+            if st[key] < st["mae"] - 0.005
+        ]
+        if worse:
+            out.append(
+                f"- {label}: MAE {st['mae']:.3f} is worse than the naive baseline(s)"
+                f" {', '.join(worse)}."
+            )
+    return out
+
+
 def render_markdown(summary: dict[str, Any], header: str) -> str:
     """estimate.md: the overall MAE line, then per family, group, shift and window size."""
     lines = [header, "# Label-free accuracy estimate vs realised accuracy", ""]
@@ -114,6 +141,11 @@ def render_markdown(summary: dict[str, Any], header: str) -> str:
             f" {s['mae_confidence']:.3f} | {s['mae_reference']:.3f} | {s['ci_coverage']:.2f} |"
             f" {s['alert_rate']:.2f} |"
         )
+    lines += ["", "## Plainly: where the estimate falls short", ""]
+    lines += shortfalls(summary) or [
+        "- Nowhere: the estimate beats both baselines in every group and alerts on every group"
+        " whose accuracy fell by min_drop or more."
+    ]
     lines += [
         "",
         "## Per shift",
