@@ -101,13 +101,17 @@ def _unit_hash(text: str, seed: int) -> float:
 
 
 def split_reference_holdout(
-    labelled: pd.DataFrame, *, fraction: float, seed: int
+    labelled: pd.DataFrame, *, fraction: float, seed: int, max_rows: int | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split labelled rows into (reference holdout, rows to train on) by a seeded text hash.
 
-    Every row of one text lands on the same side, so no held-out text is ever trained on.
-    Rows without a label are dropped; of repeated request ids the latest label wins.
+    A text is held out when ``hash(seed, text) < fraction``; with ``max_rows``, only the
+    lowest-hash texts up to about that many rows are (the rest is trained on rather than
+    wasted). Every row of one text lands on the same side, so no held-out text is ever trained
+    on. Rows without a label are dropped; of repeated request ids the latest label wins.
     """
+    import numpy as np
+
     if not 0 <= fraction < 1:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
     if len(labelled) == 0 or "text" not in labelled or "label" not in labelled:
@@ -117,8 +121,13 @@ def split_reference_holdout(
         order = [c for c in ("label_timestamp", "timestamp") if c in frame.columns]
         frame = frame.sort_values(order, kind="stable") if order else frame
         frame = frame.drop_duplicates("request_id", keep="last")
-    held = frame["text"].astype(str).map(lambda t: _unit_hash(t, seed) < fraction)
-    return frame[held.to_numpy()], frame[~held.to_numpy()]
+    hashes = frame["text"].astype(str).map(lambda t: _unit_hash(t, seed)).to_numpy()
+    held = hashes < fraction
+    if max_rows is not None and held.sum() > max_rows:
+        # Rows in hash order: texts stay whole, the cut falls between two texts.
+        ordered = np.sort(hashes[held])
+        held &= hashes <= ordered[max_rows - 1] if max_rows > 0 else False
+    return frame[held], frame[~held]
 
 
 def _reference_frame(
@@ -219,7 +228,12 @@ def retrain(
     old_reference = load_reference(registry)
 
     # Hold out the next drift reference before anything is trained.
-    held, to_train = split_reference_holdout(labelled, fraction=reference_fraction, seed=rt.seed)
+    held, to_train = split_reference_holdout(
+        labelled,
+        fraction=reference_fraction,
+        seed=rt.seed,
+        max_rows=settings.drift.reference_size,
+    )
     needed = max(min_reference_rows, settings.drift.min_samples)
     rebase = reference_fraction > 0 and len(held) >= needed
     if reference_fraction > 0 and not rebase:

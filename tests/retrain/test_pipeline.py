@@ -295,3 +295,26 @@ def test_regression_set_falls_back_to_reference_of_old_versions(
         version = reg.register(run, tiny_model.path)
     regression = load_regression(reg, version.version)
     pd.testing.assert_frame_equal(regression, old.drop(columns=["probabilities"]))
+
+
+def test_split_reference_holdout_keeps_texts_whole_and_caps() -> None:
+    from retrain.pipeline import split_reference_holdout
+
+    texts = [f"tweet {i % 150}" for i in range(300)]  # every text twice
+    rows = pd.DataFrame(
+        {
+            "request_id": [f"r{i}" for i in range(300)],
+            "text": texts,
+            "label": ["negative", "positive"] * 150,
+        }
+    )
+    held, train = split_reference_holdout(rows, fraction=0.3, seed=1)
+    assert not set(held["text"]) & set(train["text"])
+    assert 0.2 < len(held) / len(rows) < 0.4 and len(held) + len(train) == 300
+    again, _ = split_reference_holdout(rows.sample(frac=1.0, random_state=0), fraction=0.3, seed=1)
+    assert set(again["request_id"]) == set(held["request_id"])  # order-independent
+    capped, rest = split_reference_holdout(rows, fraction=0.3, seed=1, max_rows=20)
+    assert 20 <= len(capped) <= 22 and set(capped["text"]) < set(held["text"])
+    assert not set(capped["text"]) & set(rest["text"]) and len(capped) + len(rest) == 300
+    none, everything = split_reference_holdout(rows, fraction=0.0, seed=1)
+    assert none.empty and len(everything) == 300
