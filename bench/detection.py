@@ -515,7 +515,7 @@ class Config:
             quick=False,
             ns=(25, 50, 100, 200, 500, 1000),
             reps=100,
-            max_reps=200,
+            max_reps=100,
             block=10,
             budget_s=1200.0,
             refs_per_source=5,
@@ -1021,9 +1021,14 @@ def render_markdown(res: dict[str, Any], header: str) -> str:
         " cell uses the family's condition r mod k (k = the family's conditions whose pool holds"
         " n rows), so a family's rate is pooled over its conditions, and which conditions take"
         " part changes with n where a pool runs out (see *Sizes skipped*). Target: at least"
-        f" {cfg['reps']} windows per cell for every method, more (up to {cfg['max_reps']}) while"
-        f" the time budget lasts. **Done: {res['reps_done']} windows per cell, every method on"
-        f" every window** (smallest cell: {min_reps})."
+        f" {cfg['reps']} windows per cell for every method"
+        + (
+            f", more (up to {cfg['max_reps']}) while the time budget lasts"
+            if cfg["max_reps"] > cfg["reps"]
+            else ""
+        )
+        + f", within a time budget of {cfg['budget_s']:.0f} s. **Done: {res['reps_done']} windows"
+        f" per cell, every method on every window** (smallest cell: {min_reps})."
         + (
             f" **The time budget ({cfg['budget_s']:.0f} s) ended the run before the target of"
             f" {cfg['reps']}.**"
