@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from driftloop.settings import Settings
-    from retrain.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -289,24 +288,26 @@ def accuracy(model_dir: Path, frame: pd.DataFrame, settings: Settings) -> float:
 
 def full_retrain(
     settings: Settings,
-    registry: Registry,
+    old: pd.DataFrame,
     production: pd.DataFrame,
     output_dir: Path,
     epochs: float,
 ) -> tuple[Path, float, int, int, dict[str, int]]:
     """The bootstrap recipe from the base model on the champion's training rows + the new ones.
 
-    The new training rows and the early-stopping holdout are the ones the incremental retrain
-    used: the pipeline's drift-reference holdout and :func:`retrain.data.assemble_training_set`
-    are deterministic for a seed (the caller compares the counts).
+    ``old`` is the first champion's replay pool (its training rows), read before the incremental
+    retrain promotes a version whose pool already holds new rows.
 
-    Returns:
-        (model dir, training seconds, optimiser steps, training rows, assembly counts).
+        The new training rows and the early-stopping holdout are the ones the incremental retrain
+        used: the pipeline's drift-reference holdout and :func:`retrain.data.assemble_training_set`
+        are deterministic for a seed (the caller compares the counts).
+
+        Returns:
+            (model dir, training seconds, optimiser steps, training rows, assembly counts).
     """
     import datasets
 
     from driftloop.models import base_model_path
-    from retrain.bootstrap import load_replay
     from retrain.data import assemble_training_set
     from retrain.finetune import finetune
     from retrain.pipeline import (
@@ -316,7 +317,6 @@ def full_retrain(
     )
 
     rt, labels = settings.retrain, settings.model.labels
-    old = load_replay(registry)
     held, to_train = split_reference_holdout(
         production, fraction=REFERENCE_HOLDOUT_FRACTION, seed=rt.seed
     )
@@ -362,6 +362,7 @@ def _ci95(p: float, n: int) -> float:
 def run(cfg: Config, *, use_cache: bool = True) -> dict[str, Any]:
     """Bootstrap (or reuse), incremental retrain, full retrain; score all three."""
     from driftloop.data import read_demo_rows
+    from retrain.bootstrap import load_replay
     from retrain.pipeline import retrain
     from retrain.registry import Registry
 
@@ -381,6 +382,7 @@ def run(cfg: Config, *, use_cache: bool = True) -> dict[str, Any]:
         boot = bootstrap_champion(settings, rows, cfg, use_cache=use_cache)
         registry = Registry(settings.registry)
         champion_dir, champion = registry.download_champion()
+        old_rows = load_replay(registry)  # the champion's training rows, before any promotion
         scores = [
             ModelScore(
                 name="champion (bootstrap on airline)",
@@ -417,7 +419,7 @@ def run(cfg: Config, *, use_cache: bool = True) -> dict[str, Any]:
         log.info("full retrain from the base model on old + new rows")
         t0 = time.perf_counter()
         full_dir, full_s, full_steps, full_rows, full_counts = full_retrain(
-            settings, registry, splits.production, tmp / "full", cfg.bootstrap_epochs
+            settings, old_rows, splits.production, tmp / "full", cfg.bootstrap_epochs
         )
         same_rows = all(
             full_counts[k] == outcome.counts[k] for k in ("new_rows", "new_train", "holdout")
@@ -455,6 +457,7 @@ def run(cfg: Config, *, use_cache: bool = True) -> dict[str, Any]:
         "counts": outcome.counts,
         "full_counts": full_counts,
         "same_new_rows": same_rows,
+        "full_old_rows": len(old_rows),
         "reference_rebased": outcome.reference_rebased,
         "scores": [asdict(s) for s in scores],
         "n_test_new": len(splits.test_new),
@@ -524,8 +527,8 @@ def render_markdown(res: dict[str, Any], head: str) -> str:
         f"- **incremental**: `retrain.pipeline.retrain()` from the champion, up to"
         f" {cfg['epochs']:g} epochs at `retrain.learning_rate` (the product's settings).",
         f"- **full**: from the base model with the bootstrap's recipe ({cfg['bootstrap_epochs']:g}"
-        " epoch(s) at `retrain.bootstrap_learning_rate`) on all the champion's training rows plus"
-        " the same new training rows"
+        " epoch(s) at `retrain.bootstrap_learning_rate`) on all the champion's training rows"
+        f" ({res['full_old_rows']}) plus the same new training rows"
         + ("" if res["same_new_rows"] else " (**warning: its new rows differ, see the JSON**)")
         + "; same early-stopping holdout.",
         "",
