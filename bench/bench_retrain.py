@@ -73,12 +73,12 @@ class Config:
         if quick:
             return Config(
                 quick=True,
-                max_train_rows=300,
+                max_train_rows=200,
                 reference_size=100,
-                production_new=250,
-                production_airline=50,
-                test_new=200,
-                test_airline=200,
+                production_new=200,
+                production_airline=40,
+                test_new=150,
+                test_airline=150,
                 epochs=1.0,
                 bootstrap_epochs=1.0,
             )
