@@ -256,11 +256,16 @@ def max_n(shift: Shift, src: Source, domains: dict[str, Domain]) -> int:
 
 @dataclass
 class Reference:
-    """One reference draw of a source: its rows, the rest of the pool, alibi's MMD detector."""
+    """One reference draw of a source: its rows and the rest of the pool."""
 
     idx: np.ndarray
     rest: np.ndarray
-    mmd_detector: Any = None
+
+
+def reference_draw(src: Source, i: int) -> Reference:
+    """The ``i``-th reference draw of a source: a seeded random ``m_ref`` rows of its pool."""
+    perm = np.random.default_rng(_seed("ref", src.domain.name, i)).permutation(src.pool_idx)
+    return Reference(perm[: src.m_ref], perm[src.m_ref :])
 
 
 def draw(
@@ -432,7 +437,9 @@ def alibi_mmd_fast(detector: Any, cur32: np.ndarray, seed: int) -> tuple[bool, f
     init), zero diagonal, unbiased-per-block MMD² of the split, and the share of
     ``n_permutations`` random re-splits whose MMD² is at least the observed one. Here every
     re-split's block sums come from one product ``K @ S`` (S: the permutations' membership
-    columns) instead of indexing K twice per permutation. Returns (drift, p-value).
+    columns) instead of indexing K twice per permutation. The permutations come from a torch
+    generator seeded with ``seed``: the same ones alibi draws after ``torch.manual_seed(seed)``.
+    Returns (drift, p-value).
     """
     import torch
 
@@ -485,7 +492,6 @@ class Config:
     max_reps: int  # more passes run while the budget lasts, up to this many
     block: int  # repetitions per pass; passes interleave all cells
     budget_s: float
-    refs_per_source: int  # reference draws per source; windows cycle through them
     head_rows: dict[str, int]
     reference_rows: dict[str, int]
     workers: int
@@ -504,7 +510,6 @@ class Config:
                 max_reps=10,
                 block=10,
                 budget_s=90.0,
-                refs_per_source=2,
                 head_rows={"uci": 300, "sst2": 300, "demo": 300},
                 reference_rows={"uci": 400, "sst2": 500, "demo": 500},
                 workers=1,
@@ -518,7 +523,6 @@ class Config:
             max_reps=100,
             block=10,
             budget_s=1200.0,
-            refs_per_source=5,
             head_rows={"uci": 300, "blitzer": 450, "sst2": 600, "demo": 500},
             reference_rows={"uci": 400, "blitzer": ref, "sst2": ref, "demo": ref},
             workers=max(1, workers),
@@ -542,21 +546,13 @@ class Cell:
 
 @dataclass
 class _Worker:
-    """Per-process state: domains, prepared sources, reference draws, settings."""
+    """Per-process state: domains, prepared sources, settings."""
 
     domains: dict[str, Domain]
     sources: dict[str, Source]
     drift: DriftSettings
     decay: DecaySettings
     cfg: Config
-    refs: dict[tuple[str, int], Reference] = field(default_factory=dict)
-
-    def reference(self, src: Source, i: int) -> Reference:
-        key = (src.domain.name, i)
-        if key not in self.refs:
-            perm = np.random.default_rng(_seed("ref", *key)).permutation(src.pool_idx)
-            self.refs[key] = Reference(perm[: src.m_ref], perm[src.m_ref :])
-        return self.refs[key]
 
 
 _STATE: _Worker | None = None
@@ -588,7 +584,7 @@ def _run_task(cell: Cell, reps: Sequence[int]) -> dict[str, Any]:
     for rep in reps:
         shift = cell.conditions[rep % k]
         src = st.sources[shift.source]
-        ref = st.reference(src, (rep // k) % st.cfg.refs_per_source)
+        ref = reference_draw(src, rep)  # its own reference: windows are independent
         rng = np.random.default_rng(_seed(cell.family, cell.n, rep))
         win = draw(shift, src, ref, st.domains, cell.n, rng)
         assert src.domain.embeddings is not None
@@ -617,16 +613,12 @@ def _run_task(cell: Cell, reps: Sequence[int]) -> dict[str, Any]:
         res["alibi_ks"] = (alibi_ks_fast(ref32, cur32, ALPHA), False)
         seconds["alibi KSDrift decision, vectorised"] += time.perf_counter() - t0
         calls["alibi KSDrift decision, vectorised"] += 1
-        if ref.mmd_detector is None:
-            t0 = time.perf_counter()
-            ref.mmd_detector = alibi_mmd_detector(ref32)
-            seconds["alibi MMDDrift init (once per reference draw)"] += time.perf_counter() - t0
-            calls["alibi MMDDrift init (once per reference draw)"] += 1
         seed = _seed("mmd", cell.family, cell.n, rep)
         t0 = time.perf_counter()
-        mmd_drift, mmd_p = alibi_mmd_fast(ref.mmd_detector, cur32, seed)
-        seconds["alibi MMDDrift decision, permutations batched"] += time.perf_counter() - t0
-        calls["alibi MMDDrift decision, permutations batched"] += 1
+        mmd_detector = alibi_mmd_detector(ref32)
+        mmd_drift, mmd_p = alibi_mmd_fast(mmd_detector, cur32, seed)
+        seconds["alibi MMDDrift init + decision, permutations batched"] += time.perf_counter() - t0
+        calls["alibi MMDDrift init + decision, permutations batched"] += 1
         res["alibi_mmd"] = (mmd_drift, False)
 
         if rep < 2 and cell.n <= st.cfg.verify_ks_max_n:
@@ -639,7 +631,7 @@ def _run_task(cell: Cell, reps: Sequence[int]) -> dict[str, Any]:
             )
         if rep == 0 and cell.n <= st.cfg.verify_mmd_max_n:
             t0 = time.perf_counter()
-            real_drift, real_p = alibi_mmd_real(ref.mmd_detector, cur32, seed)
+            real_drift, real_p = alibi_mmd_real(mmd_detector, cur32, seed)
             seconds["alibi MMDDrift.predict (real, verification)"] += time.perf_counter() - t0
             calls["alibi MMDDrift.predict (real, verification)"] += 1
             verify.append(
@@ -1013,9 +1005,11 @@ def render_markdown(res: dict[str, Any], header: str) -> str:
         "**Class probabilities** (driftloop's probability_ks, label_shift and accuracy estimate) come"
         " from a logistic-regression head fitted on a stratified *head* split of the source domain:"
         " it stands in for the fine-tuned model's softmax. driftloop's PCA is fitted on the same head"
-        " rows, never on the KS reference (see monitor/drift.py). The reference is a random draw"
-        " of the rest of the source (1,000 rows where the pool allows, 400 for the small UCI"
-        " files); control windows come from what is left of the source, so they never overlap it.",
+        " rows, never on the KS reference (see monitor/drift.py). Every window has its own"
+        " reference: a fresh random draw of the rest of the source (1,000 rows where the pool"
+        " allows, 400 for the small UCI files); control and mixture windows take their source rows"
+        " from what that draw left, so they never overlap it (a control is two random halves of a"
+        " domain's pool when n is as large as the rest).",
         "",
         "**Repetitions.** A plotted cell is a shift family at one window size n. Repetition r of a"
         " cell uses the family's condition r mod k (k = the family's conditions whose pool holds"
@@ -1213,13 +1207,13 @@ def _verify_line(verify: list[dict[str, Any]]) -> str:
         )
     if mmd:
         agree = sum(v["fast"] == v["real"] for v in mmd)
-        dp = float(np.mean([abs(v["p_fast"] - v["p_real"]) for v in mmd]))
+        dp = float(max(abs(v["p_fast"] - v["p_real"]) for v in mmd))
         ns = sorted({v["n"] for v in mmd})
         parts.append(
-            f"Against the real `MMDDrift.predict` (its own random permutations) on the first window"
-            f" of every cell with n in {ns} ({len(mmd)} windows): **{agree} / {len(mmd)} identical"
-            f" decisions**, mean |p difference| {dp:.3f} (two independent 100-permutation p-values"
-            " of one window differ by chance)."
+            f"Against the real `MMDDrift.predict` on the first window of every cell with n in {ns}"
+            f" ({len(mmd)} windows), the torch generator seeded alike so both draw the same 100"
+            f" permutations: **{agree} / {len(mmd)} identical decisions**, largest |p difference|"
+            f" {dp:.3f}."
         )
     return " ".join(parts)
 
@@ -1234,45 +1228,46 @@ def behind(res: dict[str, Any], calib: dict[str, dict[str, Any]], families: list
         " the same windows (peer-only vs verdict-only detections); then the breakdown groups"
         " (fewer windows) where a peer beats it by more than 0.05 *and* McNemar p < 0.05. A peer"
         " whose false-alarm rate on the controls is significantly above alpha is marked: part of"
-        " its power is a looser threshold.",
+        " its power is a looser threshold. Windows below min_samples are summarised last.",
         "",
     ]
-    found = False
 
     def line(label: str, n: int, m: str, dl: float, peer: float, p: float, reps: int) -> str:
         notes = [f"{reps} windows, McNemar p = {p:.2g}" + (", significant" if p < 0.05 else "")]
+        fa_n, fa_dl = (
+            family_rate(rows, "control", m, n)[0],
+            family_rate(rows, "control", "dl_verdict", n)[0],
+        )
+        if fa_n is not None and fa_dl is not None:
+            notes.append(f"false alarms at this n: {SHORT[m]} {fa_n:.2f}, driftloop {fa_dl:.2f}")
         if calib.get(m, {}).get("exceeds_alpha"):
-            notes.append(f"{SHORT[m]}'s false alarms {calib[m]['rate']:.2f}, above alpha")
-        if n < min_samples:
-            notes.append(
-                f"driftloop returns insufficient_data below min_samples = {min_samples} by design"
-            )
+            notes.append(f"{SHORT[m]}'s pooled false alarms {calib[m]['rate']:.2f}, above alpha")
         return (
             f"- **{label}, n = {n}: driftloop is behind {SHORT[m]}**: {dl:.2f} vs {peer:.2f}"
             f" ({'; '.join(notes)})."
         )
 
-    for fam in families:
-        if fam == "control":
-            continue
+    shift_fams = [f for f in families if f != "control"]
+    main, sub, small = [], [], []
+    for fam in shift_fams:
         for n in sorted({r["n"] for r in rows if r["family"] == fam}):
             dl, _, reps = family_rate(rows, fam, "dl_verdict", n)
             if dl is None:
                 continue
+            beaten = []
             for m in PEERS:
                 peer = family_rate(rows, fam, m, n)[0]
                 if peer is not None and peer > dl + 0.05:
-                    found = True
-                    p = mcnemar_p(*discordant(pairs, m, n, family=fam))
-                    out.append(line(f"{fam} (all)", n, m, dl, peer, p, reps))
-    sub = []
-    for fam in families:
-        if fam == "control":
-            continue
+                    beaten.append(f"{SHORT[m]} {peer:.2f}")
+                    if n >= min_samples:
+                        p = mcnemar_p(*discordant(pairs, m, n, family=fam))
+                        main.append(line(f"{fam} (all)", n, m, dl, peer, p, reps))
+            if beaten and n < min_samples:
+                small.append(f"{fam} {dl:.2f} vs " + ", ".join(beaten))
         for grp in _groups(rows, fam):
             for n in sorted({r["n"] for r in rows if r["family"] == fam and r["group"] == grp}):
                 dl, _, reps = rate(rows, "dl_verdict", n, family=fam, group=grp)
-                if dl is None:
+                if dl is None or n < min_samples:
                     continue
                 for m in PEERS:
                     peer = rate(rows, m, n, family=fam, group=grp)[0]
@@ -1281,13 +1276,23 @@ def behind(res: dict[str, Any], calib: dict[str, dict[str, Any]], families: list
                     p = mcnemar_p(*discordant(pairs, m, n, family=fam, group=grp))
                     if p < 0.05:
                         sub.append(line(f"{fam}: {grp}", n, m, dl, peer, p, reps))
+    out += main or [
+        f"- At no family and size n >= {min_samples} does a peer beat driftloop's verdict by"
+        " more than 0.05."
+    ]
     if sub:
-        found = True
         out += ["", "Breakdown groups:", "", *sub]
-    if not found:
-        out.append(
-            "- At no family and size does a peer beat driftloop's verdict by more than 0.05."
-        )
+    if small:
+        out += [
+            "",
+            f"- **Below min_samples = {min_samples} rows driftloop does not decide** (the verdict is"
+            " `insufficient_data`, by design), so every peer that flags anything there is ahead;"
+            " at n = "
+            + ", ".join(str(n) for n in sorted({r["n"] for r in rows if r["n"] < min_samples}))
+            + ": "
+            + "; ".join(small)
+            + ".",
+        ]
     fa_bad = [m for m in DRIFTLOOP if calib.get(m, {}).get("exceeds_alpha")]
     if fa_bad:
         out += [
