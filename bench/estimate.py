@@ -70,8 +70,9 @@ def summarise(windows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def shortfalls(summary: dict[str, Any], min_drop: float = 0.03) -> list[str]:
-    """Groups where accuracy fell by ``min_drop`` but the check mostly stayed silent, and groups
-    where a naive baseline tracks the realised accuracy better; one line each."""
+    """Groups where accuracy fell by ``min_drop`` but the check mostly stayed silent, where the
+    95 % interval mostly missed, or where a naive baseline tracks the realised accuracy better;
+    one line each."""
     out = []
     for label, st in summary.get("by_group", {}).items():
         if st["realised_drop"] >= min_drop and st["alert_rate"] < 0.5:
@@ -79,6 +80,13 @@ def shortfalls(summary: dict[str, Any], min_drop: float = 0.03) -> list[str]:
                 f"- **{label}: accuracy fell by {st['realised_drop']:.3f} on average, the check"
                 f" alerted in {st['alert_rate']:.0%} of {st['windows']} windows** (estimate"
                 f" {st['mean_estimate']:.3f} vs realised {st['mean_realised']:.3f})."
+            )
+        if st["ci_coverage"] < 0.8:
+            out.append(
+                f"- **{label}: the 95 % interval held the realised accuracy in only"
+                f" {st['ci_coverage']:.0%} of {st['windows']} windows** (mean estimate"
+                f" {st['mean_estimate']:.3f}, realised {st['mean_realised']:.3f}): the calibration"
+                " does not carry over to this shift."
             )
         worse = [
             name
