@@ -374,26 +374,6 @@ def evidently_method(method: str, ref_e: np.ndarray, cur_e: np.ndarray) -> bool:
     return bool(detected)
 
 
-def ks_distances(ref: np.ndarray, cur: np.ndarray) -> np.ndarray:
-    """Two-sample KS distance per column, as ``scipy.stats.ks_2samp`` computes it (ties exact).
-
-    Sorts the pooled columns once; the empirical CDFs' difference is read only after the last
-    member of each run of equal values (what scipy's ``searchsorted(side='right')`` does).
-    """
-    n, m = ref.shape[0], cur.shape[0]
-    pooled = np.concatenate([ref, cur], axis=0)
-    order = np.argsort(pooled, axis=0)  # ties in any order: only run ends are read
-    values = np.take_along_axis(pooled, order, axis=0)
-    in_ref = np.cumsum(order < n, axis=0, dtype=np.int64)
-    in_cur = np.arange(1, n + m + 1, dtype=np.int64)[:, None] - in_ref
-    diff = np.abs(in_ref / n - in_cur / m)
-    run_end = np.empty(values.shape, dtype=bool)
-    run_end[-1] = True
-    np.not_equal(values[1:], values[:-1], out=run_end[:-1])
-    diff[~run_end] = 0.0
-    return diff.max(axis=0)
-
-
 def alibi_ks_fast(ref32: np.ndarray, cur32: np.ndarray, alpha: float = ALPHA) -> bool:
     """alibi-detect KSDrift's decision, vectorised over the features.
 
@@ -405,8 +385,10 @@ def alibi_ks_fast(ref32: np.ndarray, cur32: np.ndarray, alpha: float = ALPHA) ->
     """
     from scipy.stats import kstwo
 
+    from monitor.drift import ks_statistics
+
     n, m = ref32.shape[0], cur32.shape[0]
-    p_min = kstwo.sf(ks_distances(ref32, cur32).max(), np.round(n * m / (n + m)))
+    p_min = kstwo.sf(ks_statistics(ref32, cur32).max(), np.round(n * m / (n + m)))
     return bool(p_min < alpha / ref32.shape[1])
 
 
