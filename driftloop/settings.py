@@ -125,6 +125,15 @@ class BiasSettings(_Section):
     min_rate_rows: int = Field(
         10, gt=0, description="A group's TPR/FPR enters the equalized-odds gap from this many rows."
     )
+    worsening_tolerance: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        description=(
+            "A gap over its threshold pages only when this much wider than the champion's own "
+            "gap on its frozen regression set; otherwise the verdict warns."
+        ),
+    )
 
 
 class RetrainSettings(_Section):

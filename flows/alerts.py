@@ -310,14 +310,14 @@ def notify_resolved(
     sleep: Callable[[float], None] = time.sleep,
     sender: Callable[[str, str, str, str], bool] = _send_once,
 ) -> DeliveryReport:
-    """Tell the on-call person a (paged) incident is resolved: the verdict is ok again."""
+    """Tell the on-call person a (paged) incident is resolved: nothing breaches any more."""
     outcome = f" Retrain: {incident.retrain_outcome}." if incident.retrain_outcome else ""
     message = AlertMessage(
         incident_key=incident.key,
         kind="resolved",
         title=f"RESOLVED: driftloop incident {incident.key}",
         body=(
-            f"The monitor verdict is ok again; incident {incident.key} is resolved."
+            f"The monitor verdict no longer breaches; incident {incident.key} is resolved."
             f"{outcome}{' ' + detail if detail else ''}"
         ),
         severity="success",

@@ -126,6 +126,15 @@ def projection_texts(settings: Settings, exclude: set[str]) -> list[str]:
 
 
 @task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
+def bias_baseline_rows(settings: Settings) -> pd.DataFrame | None:
+    """The champion's frozen regression set with its own probabilities (its bias baseline)."""
+    from retrain.bootstrap import load_regression_predictions
+    from retrain.registry import Registry
+
+    return load_regression_predictions(Registry(settings.registry))
+
+
+@task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, cache_policy=NO_CACHE)
 def log_to_mlflow(
     settings: Settings,
     verdict: dict[str, Any],
@@ -209,10 +218,12 @@ def run_checks(
     fit_emb: np.ndarray,
     labelled: pd.DataFrame,
     window_start: datetime,
+    baseline_rows: pd.DataFrame | None = None,
 ) -> tuple[list[Any], list[str]]:
     """Every check of the run; returns the results and the checks whose module is missing.
 
-    ``fit_emb`` are the rows the embedding PCA is fitted on (disjoint from the reference).
+    ``fit_emb`` are the rows the embedding PCA is fitted on (disjoint from the reference);
+    ``baseline_rows`` the champion's regression set with its probabilities (bias baseline).
     """
     from monitor.bias import bias_check
     from monitor.checks import label_free_checks
@@ -281,6 +292,24 @@ def run_checks(
     )
     has_group = np.array([g is not None for g in groups], dtype=bool)
     grouped = recent[has_group] if len(recent) else recent
+    bias_kwargs: dict[str, Any] = {
+        "labels": list(range(len(labels))),
+        "max_dp_difference": settings.bias.max_demographic_parity_difference,
+        "max_eo_difference": settings.bias.max_equalized_odds_difference,
+        "min_group_size": settings.bias.min_group_size,
+        "min_rate_rows": settings.bias.min_rate_rows,
+    }
+    baseline = None
+    segment = settings.bias.segment
+    if baseline_rows is not None and segment in baseline_rows.columns:
+        base = baseline_rows[baseline_rows[segment].notna()]
+        baseline = bias_check(
+            _label_ids(base["label"], labels),
+            _probs(base["probabilities"]).argmax(axis=1),
+            base[segment].astype(str).to_numpy(dtype=object),
+            name="bias_baseline",
+            **bias_kwargs,
+        )
     checks.append(
         bias_check(
             _label_ids(grouped["label"], labels) if len(grouped) else np.array([], dtype=int),
@@ -288,11 +317,9 @@ def run_checks(
             if len(grouped)
             else np.array([], dtype=int),
             np.asarray([str(g) for g in groups[has_group]], dtype=object),
-            labels=list(range(len(labels))),
-            max_dp_difference=settings.bias.max_demographic_parity_difference,
-            max_eo_difference=settings.bias.max_equalized_odds_difference,
-            min_group_size=settings.bias.min_group_size,
-            min_rate_rows=settings.bias.min_rate_rows,
+            baseline=baseline,
+            worsening_tolerance=settings.bias.worsening_tolerance,
+            **bias_kwargs,
         )
     )
     return checks, not_built
@@ -448,7 +475,15 @@ def monitor_flow(
         fit_texts = projection_texts(settings, set(ref_texts))
         fit_emb = embed(settings, fit_texts, model, tokenizer, version)
         checks, not_built = run_checks(
-            settings, reference, current, ref_emb, cur_emb, fit_emb, labelled, start
+            settings,
+            reference,
+            current,
+            ref_emb,
+            cur_emb,
+            fit_emb,
+            labelled,
+            start,
+            bias_baseline_rows(settings),
         )
         verdict = build_verdict(
             checks,
@@ -484,7 +519,8 @@ def monitor_flow(
         _on_breach(
             settings, state, outcome, model_name, version, run_id, trigger_retrain, (start, end)
         )
-    elif verdict.status == "ok":
+    elif verdict.status in ("ok", "warn"):
+        # A warning does not page and does not keep a breach open: nothing breaches any more.
         _on_ok(settings, state, outcome, model_name)
     record_run(state, outcome, model_name, start, end, run_id)
     try:
@@ -601,7 +637,7 @@ def _on_breach(
 
 
 def _on_ok(settings: Settings, state: StateDB, outcome: MonitorOutcome, model_name: str) -> None:
-    """Resolve open incidents of the model and tell the on-call person."""
+    """Resolve open incidents of the model (the verdict is ok or warn) and tell on-call."""
     from flows.alerts import notify_resolved
 
     for incident in state.resolve_open(model_name):

@@ -59,7 +59,7 @@ class Base(DeclarativeBase):
 
 
 class IncidentRow(Base):
-    """One incident: a breach of one champion version, open until a verdict is ok again."""
+    """One incident: a breach of one champion version, open until a verdict no longer breaches."""
 
     __tablename__ = "driftloop_incidents"
 

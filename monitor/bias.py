@@ -23,7 +23,11 @@ Each gap has its own test, so a gap is only called credible by a test of that ga
   rows (TPR) and among the others (FPR), over the groups whose rate enters the gap,
   Bonferroni over those tests.
 
-Alert policy: a gap above its threshold AND its test below ``alpha``. ``max_dp_difference``
+Alert policy: a gap above its threshold AND its test below ``alpha`` AND, when a ``baseline``
+is given (the champion's own gaps on its frozen regression set, the state that was accepted
+when it was promoted), wider than the baseline's gap by more than ``worsening_tolerance``. A
+known gap that has not widened is therefore significant but not an alert: the verdict shows
+it as a warning every run instead of paging for it every run. ``max_dp_difference``
 may be None (the default of the settings): demographic parity is then reported, not judged.
 That default is deliberate: selection rates follow each group's base rate (customers of one
 airline really are angrier than another's), so parity gaps of a correct model are large and
@@ -78,6 +82,9 @@ class BiasResult:
     min_group_size: int
     min_rate_rows: int
     alpha: float
+    baseline_dp_difference: float | None
+    baseline_eo_difference: float | None
+    worsening_tolerance: float
     statistic: float | None
     p_value: float | None
     p_value_prediction: float | None
@@ -119,7 +126,10 @@ class BiasResult:
             "n_groups": len(self.groups),
             "n_judged_groups": self.n_judged_groups,
         }
+        out["worsening_tolerance"] = self.worsening_tolerance
         for key in (
+            "baseline_dp_difference",
+            "baseline_eo_difference",
             "demographic_parity_difference",
             "equalized_odds_difference",
             "statistic",
@@ -149,6 +159,11 @@ def _chi2_p(table: np.ndarray) -> float:
     if table.shape[1] < 2 or table.shape[0] < 2:
         return 1.0  # no variation: no evidence of dependence
     return float(stats.chi2_contingency(table, correction=False).pvalue)
+
+
+def _widened(gap: float, baseline: float | None, tolerance: float) -> bool:
+    """True without a baseline gap, else when ``gap`` exceeds it by more than ``tolerance``."""
+    return baseline is None or gap > baseline + tolerance
 
 
 def _largest(*values: float | None) -> float | None:
@@ -214,6 +229,8 @@ def bias_check(
     min_group_size: int = 30,
     min_rate_rows: int = 10,
     alpha: float = 0.05,
+    baseline: BiasResult | None = None,
+    worsening_tolerance: float = 0.1,
     name: str = "bias",
 ) -> BiasResult:
     """Per-group metrics, parity differences and their significance over a segment attribute.
@@ -229,6 +246,9 @@ def bias_check(
         min_group_size: Smaller groups are reported but not judged.
         min_rate_rows: A group's TPR/FPR enters the equalized-odds gap only from this many
             rows in its denominator.
+        baseline: The champion's own result on its frozen regression set; its gaps are the
+            accepted state (None, or a baseline without gaps: thresholds alone decide).
+        worsening_tolerance: How much wider than the baseline's a gap must be to alert.
         alpha: Level of the chi-square tests in the alert policy.
         name: Name of the check in the verdict.
 
@@ -269,6 +289,10 @@ def bias_check(
         raise InputError(f"min_group_size must be >= 2, got {min_group_size}")
     if min_rate_rows < 1:
         raise InputError(f"min_rate_rows must be >= 1, got {min_rate_rows}")
+    if not 0 <= worsening_tolerance <= 1:
+        raise InputError(f"worsening_tolerance must be in [0, 1], got {worsening_tolerance}")
+    base_dp = None if baseline is None else baseline.demographic_parity_difference
+    base_eo = None if baseline is None else baseline.equalized_odds_difference
     if not 0 < alpha < 1:
         raise InputError(f"alpha must be in (0, 1), got {alpha}")
 
@@ -287,6 +311,9 @@ def bias_check(
             min_group_size=min_group_size,
             min_rate_rows=min_rate_rows,
             alpha=alpha,
+            baseline_dp_difference=base_dp,
+            baseline_eo_difference=base_eo,
+            worsening_tolerance=worsening_tolerance,
             statistic=None,
             p_value=None,
             p_value_prediction=None,
@@ -359,6 +386,9 @@ def bias_check(
         "min_group_size": min_group_size,
         "min_rate_rows": min_rate_rows,
         "alpha": alpha,
+        "baseline_dp_difference": base_dp,
+        "baseline_eo_difference": base_eo,
+        "worsening_tolerance": worsening_tolerance,
         "n": n,
         "n_judged_groups": int(judged.sum()),
     }
@@ -400,8 +430,15 @@ def bias_check(
 
     judged_tests = [p_eo] + ([p_pred] if max_dp_difference is not None else [])
     p_value = min(1.0, len(judged_tests) * min(judged_tests))
-    dp_material = max_dp_difference is not None and dp is not None and dp > max_dp_difference
-    eo_material = eo is not None and eo > max_eo_difference
+    dp_material = (
+        max_dp_difference is not None
+        and dp is not None
+        and dp > max_dp_difference
+        and _widened(dp, base_dp, worsening_tolerance)
+    )
+    eo_material = (
+        eo is not None and eo > max_eo_difference and _widened(eo, base_eo, worsening_tolerance)
+    )
     alert = bool((dp_material and p_pred < alpha) or (eo_material and p_eo < alpha))
     logger.info("bias: dp=%s eo=%s p=%.3g alert=%s", dp, eo, p_value, alert)
     return BiasResult(

@@ -9,8 +9,9 @@ carries three artifacts:
   it is the regression set; a promoted retrain replaces it with held-out rows of the accepted
   new traffic (see :mod:`retrain.pipeline`).
 * ``reference/regression.parquet``: the frozen regression set, carried unchanged from version to
-  version (the gate's forgetting check). Versions logged before this artifact existed fall back
-  to ``reference.parquet``.
+  version (the gate's forgetting check), with the version's own probabilities of it (the
+  monitor's bias baseline: the gaps the version had when it was accepted). Versions logged
+  before this artifact existed fall back to ``reference.parquet``.
 * ``reference/replay.parquet``: the training rows (the replay pool of later retrains).
 """
 
@@ -92,6 +93,7 @@ def log_reference_artifacts(
     replay: pd.DataFrame,
     probabilities: Any,
     regression: pd.DataFrame | None = None,
+    regression_probabilities: Any = None,
 ) -> None:
     """Log a version's ``reference/`` artifacts to ``run``.
 
@@ -102,6 +104,8 @@ def log_reference_artifacts(
         probabilities: the version's class probabilities of ``reference``, row by row.
         regression: the frozen regression set (default: ``reference`` itself, as for the
             bootstrap).
+        regression_probabilities: the version's class probabilities of the regression set
+            (default: ``probabilities`` when the regression set is ``reference``).
     """
     ref = reference.drop(columns=["probabilities"], errors="ignore").copy()
     if len(ref) != len(probabilities):
@@ -109,6 +113,14 @@ def log_reference_artifacts(
     ref["probabilities"] = [list(map(float, p)) for p in probabilities]
     frozen = reference if regression is None else regression
     frozen = frozen.reindex(columns=[c for c in REGRESSION_COLUMNS if c in frozen.columns])
+    if regression_probabilities is None and regression is None:
+        regression_probabilities = probabilities
+    if regression_probabilities is not None:
+        if len(frozen) != len(regression_probabilities):
+            raise RetrainError(
+                f"{len(frozen)} regression rows but {len(regression_probabilities)} probabilities"
+            )
+        frozen["probabilities"] = [list(map(float, p)) for p in regression_probabilities]
     with tempfile.TemporaryDirectory(prefix="driftloop-ref-") as tmp:
         ref.to_parquet(Path(tmp) / "reference.parquet", index=False)
         frozen.to_parquet(Path(tmp) / "regression.parquet", index=False)
@@ -156,6 +168,20 @@ def load_regression(registry: Registry, version: str | None = None) -> pd.DataFr
         log.info("no %s: using %s as the regression set", REGRESSION_ARTIFACT, REFERENCE_ARTIFACT)
         frame = _version_artifact(registry, REFERENCE_ARTIFACT, version)
     return frame.drop(columns=["probabilities", "predicted_label"], errors="ignore")
+
+
+def load_regression_predictions(
+    registry: Registry, version: str | None = None
+) -> pd.DataFrame | None:
+    """The regression set with the version's own probabilities (its bias baseline).
+
+    None for versions logged before the probabilities were stored with it.
+    """
+    try:
+        frame = _version_artifact(registry, REGRESSION_ARTIFACT, version)
+    except ModelArtifactError:
+        return None
+    return frame if "probabilities" in frame.columns else None
 
 
 def load_replay(registry: Registry, version: str | None = None) -> pd.DataFrame:

@@ -353,6 +353,7 @@ def retrain(
             _grow_replay(replay, new_rows, cap, rt.seed),
             reference_proba,
             regression=regression,
+            regression_probabilities=after.ref_proba,
         )
 
         # Register as challenger; promote only when the gate passed.

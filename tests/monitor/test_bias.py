@@ -266,3 +266,30 @@ def test_airline_segments_of_demo_data(demo_rows: list[dict[str, object]]) -> No
     )
     assert strict.alert and strict.threshold["demographic_parity"] == 0.25
     print(res.evidence())
+
+
+def test_a_known_gap_warns_and_a_widened_gap_alerts() -> None:
+    """Against the champion's own gaps on its regression set (the accepted state)."""
+    y, pred, groups = _fair(3000, 1)
+    flip = (groups == "b") & (pred == 0)
+    biased = np.where(flip, 2, pred)  # group b never gets class 0: equalized-odds gap ~0.8
+    alone = bias_check(y, biased, groups, **_kwargs())
+    assert alone.alert
+    # The champion had the same gap when it was accepted: significant, but no alert.
+    y2, pred2, groups2 = _fair(3000, 2)
+    base = bias_check(y2, np.where((groups2 == "b") & (pred2 == 0), 2, pred2), groups2, **_kwargs())
+    known = bias_check(y, biased, groups, baseline=base, **_kwargs())
+    assert known.p_value is not None and known.p_value < 1e-6 and not known.alert
+    assert known.baseline_eo_difference == base.equalized_odds_difference
+    assert known.evidence()["baseline_eo_difference"] == base.equalized_odds_difference
+    # The champion was fair when accepted: the same gap now pages.
+    fair_base = bias_check(y, pred, groups, **_kwargs())
+    widened = bias_check(y, biased, groups, baseline=fair_base, **_kwargs())
+    assert widened.alert and fair_base.equalized_odds_difference is not None
+    # The verdict turns a significant, non-alerting check into a warning.
+    from monitor.verdict import build_verdict
+
+    assert build_verdict([known]).status == "warn"
+    assert build_verdict([widened]).status == "breach"
+    with pytest.raises(InputError):
+        bias_check(y, pred, groups, worsening_tolerance=2.0, **_kwargs())

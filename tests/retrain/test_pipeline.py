@@ -197,7 +197,7 @@ def test_reference_moves_only_on_promotion_and_regression_set_never(
     settings: Settings, tiny_model, demo_rows, airline_rows, monkeypatch
 ) -> None:
     import retrain.pipeline as pipeline
-    from retrain.bootstrap import load_regression, load_replay
+    from retrain.bootstrap import load_regression, load_regression_predictions, load_replay
 
     trained: list[set[str]] = []
     real_finetune = pipeline.finetune
@@ -213,6 +213,10 @@ def test_reference_moves_only_on_promotion_and_regression_set_never(
     ref1, regression1 = load_reference(reg), load_regression(reg)
     assert ref1["text"].tolist() == regression1["text"].tolist()
     assert "probabilities" not in regression1
+    # The bias baseline: the regression set with the version's own probabilities.
+    base1 = load_regression_predictions(reg)
+    assert base1 is not None and base1["text"].tolist() == regression1["text"].tolist()
+    assert base1["probabilities"].map(list).tolist() == ref1["probabilities"].map(list).tolist()
 
     day = _mixed(demo_rows, 200, seed=5)
     out = retrain(
@@ -236,6 +240,9 @@ def test_reference_moves_only_on_promotion_and_regression_set_never(
     assert "airline" in set(ref2["topic"]) and len(set(ref2["topic"])) > 1  # the new mix
     pd.testing.assert_frame_equal(load_regression(reg), regression1)
     assert "rebased" in reg.version(out.version).tags["reference"]
+    base2 = load_regression_predictions(reg)
+    assert base2 is not None and base2["text"].tolist() == regression1["text"].tolist()
+    assert base2["probabilities"].map(list).tolist() != base1["probabilities"].map(list).tolist()
 
     # A refused challenger logs its own rebased reference, but the champion's does not move.
     strict = _fast(settings, tiny_model, min_gain=1.0)
