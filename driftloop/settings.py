@@ -91,6 +91,12 @@ class DriftSettings(_Section):
     novelty_neighbours: int = Field(
         10, gt=0, description="k of the k-nearest-neighbour novelty score."
     )
+    novelty_min_excess: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="The novel share must exceed the expected share by this much to page.",
+    )
 
 
 class DecaySettings(_Section):

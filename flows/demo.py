@@ -236,15 +236,37 @@ _COLOUR = {"ok": "green", "warn": "yellow", "breach": "bold red"}
 def _verdict(outcome: dict[str, Any], *, short: bool = False) -> str:
     status = str(outcome["status"])
     colour = _COLOUR.get(status, "white")
-    checks = list(outcome.get("breached") or [])
+    # A breach names what breached; a warning what warned (significant, not material).
+    verdict = outcome.get("verdict") or {}
+    checks = list(outcome.get("breached") or verdict.get("warned") or [])
     breached = f"{len(checks)} checks" if short and len(checks) > 2 else ", ".join(checks)
     return f"[{colour}]{status.upper()}[/{colour}]" + (f" ({breached})" if breached else "")
+
+
+def _warning_detail(outcome: dict[str, Any]) -> str:
+    """Why a warning does not page: the evidence of each warned check."""
+    parts = []
+    for check in (outcome.get("verdict") or {}).get("checks", []):
+        if check["decision"] != "warn":
+            continue
+        ev = check.get("evidence", {})
+        if check["name"] == "bias" and "baseline_eo_difference" in ev:
+            parts.append(
+                f"bias: equalized-odds gap {ev.get('equalized_odds_difference', 0):.2f} "
+                f"({ev.get('eo_worst', '-')}), the champion's own gap when accepted "
+                f"{ev['baseline_eo_difference']:.2f}: known, not widened, so no page"
+            )
+        else:
+            parts.append(f"{check['name']}: significant but below its alert threshold, no page")
+    return "; ".join(parts)
 
 
 def _show_day(console: Console, r: DayResult) -> None:
     """One line per day; the breach, the alert, the retrain and the recovery in detail."""
     o = r.outcome
     console.print(f"      verdict {_verdict(o)} ({o['rows']} predictions sampled)")
+    if o["status"] == "warn":
+        console.print(f"           {_warning_detail(o)}")
     for alert in r.alerts:
         if alert["kind"] in ("breach", "reminder"):
             console.print(f"      [red]PAGE[/red] (outbox) [bold]{alert['title']}[/bold]")

@@ -90,6 +90,7 @@ def label_free_checks(
             k=drift.novelty_neighbours,
             alpha=drift.alpha,
             min_samples=drift.min_samples,
+            min_excess=drift.novelty_min_excess,
             texts_index=current_ids,
         ),
     ]

@@ -104,3 +104,17 @@ def test_exceedance_law_matches_enumeration() -> None:
         assert exceedance_p_value(n, m, r, j) == pytest.approx(tail[j], abs=1e-12)
     with pytest.raises(InputError):
         exceedance_p_value(n, m, n + 1, 0)
+
+
+def test_a_small_excess_is_significant_but_not_an_alert(space) -> None:  # type: ignore[no-untyped-def]
+    rng, centres, novel_centre = space
+    ref = _clusters(rng, 1000, centres)
+    cur = np.vstack([_clusters(rng, 970, centres), _clusters(rng, 30, novel_centre)])
+    strict = novelty_test(ref, cur)
+    lenient = novelty_test(ref, cur, min_excess=0.05)
+    assert strict.alert and strict.p_value is not None and strict.p_value < 0.05
+    assert strict.statistic is not None and strict.statistic - 0.05 < 0.05
+    assert lenient.p_value == strict.p_value and not lenient.alert
+    assert lenient.evidence()["min_excess"] == 0.05
+    with pytest.raises(InputError):
+        novelty_test(ref, cur, min_excess=1.0)
