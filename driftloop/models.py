@@ -108,7 +108,9 @@ def predict_proba(
                 max_length=max_length,
                 return_tensors="pt",
             ).to(dev)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            with torch.autocast(
+                device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"
+            ):
                 logits = model(**enc).logits
             out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return out
