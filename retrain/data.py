@@ -62,6 +62,15 @@ def _segment(segments: Any, key: str) -> str | None:
     return None
 
 
+def _string_column(frame: pd.DataFrame, name: str) -> pd.Series:
+    import pandas as pd
+
+    # A typed all-missing column, not None: concat with an untyped all-NA column is deprecated.
+    if name in frame:
+        return frame[name].astype("string")
+    return pd.Series(pd.NA, index=frame.index, dtype="string")
+
+
 def _reference_frame(
     reference: pd.DataFrame | datasets.Dataset, labels: Sequence[str]
 ) -> pd.DataFrame:
@@ -75,8 +84,8 @@ def _reference_frame(
             "text": frame["text"].astype(str),
             "label": _label_ids(frame["label"], labels),
             "source": "replay",
-            "topic": frame["topic"].astype("string") if "topic" in frame else None,
-            "airline": frame["airline"].astype("string") if "airline" in frame else None,
+            "topic": _string_column(frame, "topic"),
+            "airline": _string_column(frame, "airline"),
         }
     )
     return out.drop_duplicates("text")
@@ -150,8 +159,8 @@ def assemble_training_set(
             "text": frame["text"].to_numpy(),
             "label": ids,
             "source": "new",
-            "topic": [_segment(s, "topic") for s in segments],
-            "airline": [_segment(s, "airline") for s in segments],
+            "topic": pd.Series([_segment(s, "topic") for s in segments], dtype="string"),
+            "airline": pd.Series([_segment(s, "airline") for s in segments], dtype="string"),
         }
     )
     if len(new) < settings.min_rows:
