@@ -5,10 +5,11 @@ torch and transformers are imported inside the functions: importing this module 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,24 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+@contextlib.contextmanager
+def quiet_transformers_bars() -> Iterator[None]:
+    """Silence transformers' own tqdm bars for the block, then restore the previous state.
+
+    transformers 5 draws a bar for every weights load and save ("Loading weights", "Writing model
+    shards"); driftloop shows its own rich progress, so these would only clutter the output.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_classifier(
     path: Path | str | None = None, labels: Sequence[str] = LABELS
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -67,14 +86,15 @@ def load_classifier(
         raise ModelLoadError(f"no model at {model_dir} (config.json missing)")
     id2label = dict(enumerate(labels))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir,
-            num_labels=len(labels),
-            id2label=id2label,
-            label2id={v: k for k, v in id2label.items()},
-            local_files_only=True,
-        )
+        with quiet_transformers_bars():
+            tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_dir,
+                num_labels=len(labels),
+                id2label=id2label,
+                label2id={v: k for k, v in id2label.items()},
+                local_files_only=True,
+            )
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot load model from {model_dir}: {exc}") from exc
     return model, tokenizer

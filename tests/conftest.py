@@ -58,7 +58,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
 
     path = tmp_path_factory.mktemp("tiny-bert")
     (path / "vocab.txt").write_text("\n".join(_tiny_vocab()) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    # from_pretrained on the folder, not BertTokenizerFast(vocab_file=...): transformers 5
+    # ignores vocab_file there and builds a tokenizer that maps every word to [UNK].
+    tokenizer = BertTokenizerFast.from_pretrained(path, do_lower_case=True)
+    assert tokenizer.tokenize("great flight") == ["great", "flight"], "tiny tokenizer is broken"
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,
