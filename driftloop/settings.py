@@ -155,12 +155,12 @@ class RetrainSettings(_Section):
         lt=1,
         description="Share of the new data held out for early stopping and the gate.",
     )
-    learning_rate: float = Field(2e-5, gt=0, description="Incremental fine-tuning learning rate.")
+    learning_rate: float = Field(4e-5, gt=0, description="Incremental fine-tuning learning rate.")
     bootstrap_learning_rate: float = Field(
         5e-5, gt=0, description="Learning rate of the first fine-tune from the base model."
     )
     epochs: float = Field(2.0, gt=0, description="Maximum epochs (early stopping may end sooner).")
-    batch_size: int = Field(32, gt=0, description="Training batch size (larger on GPU).")
+    batch_size: int = Field(32, gt=0, description="Training batch size (the same on GPU and CPU).")
     max_train_rows: int = Field(
         3_000, gt=0, description="Cap on training rows so CPU runs finish in minutes."
     )

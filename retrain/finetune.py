@@ -254,22 +254,17 @@ def finetune(
             return (loss, outputs) if return_outputs else loss
 
     # Trainer
-    batch_size = settings.batch_size * (2 if on_gpu else 1)
+    # The same batch on GPU as on CPU: on an H100 a doubled batch halved the optimiser steps of
+    # the one-epoch bootstrap and cost it 5.6 points of held-out accuracy (0.722 -> 0.666).
+    batch_size = settings.batch_size
     n_epochs = epochs if epochs is not None else settings.epochs
     steps_per_epoch = max(1, math.ceil(len(train_tok) / batch_size))
     total_steps = max_steps or max(1, math.ceil(steps_per_epoch * n_epochs))
     # Evaluate ~4 times per epoch (at least every epoch) so early stopping can act.
     eval_every = max(1, min(steps_per_epoch, math.ceil(steps_per_epoch / 4)))
-    # Batches of similar length pad less (tweets run from 5 to 64 tokens): same data, same
-    # epochs, less compute. transformers 5 renamed the switch.
-    fields = TrainingArguments.__dataclass_fields__
-    grouping: dict[str, Any] = (
-        {"train_sampling_strategy": "group_by_length"}
-        if "train_sampling_strategy" in fields
-        else {"group_by_length": True}
-    )
+    # Random batches, not length-grouped ones: grouping cut the 2,700-row bootstrap from 127 s
+    # to 96 s on CPU but cost it about 4 points of held-out accuracy (0.759 -> 0.712).
     args = TrainingArguments(
-        **grouping,
         output_dir=str(output_dir / "checkpoints"),
         learning_rate=learning_rate if learning_rate is not None else settings.learning_rate,
         num_train_epochs=n_epochs,
