@@ -383,6 +383,15 @@ def behind_lines() -> list[str]:
                 out.append(f"- **Embedding, {r['measure'].replace('*', '')}: {value}** (slower).")
             if "alibi time / ours" in r["measure"] and float(value.rstrip("x")) < 1:
                 out.append(f"- **KS backends: alibi-detect takes {value} our time** (faster).")
+    gpu = _load("gpu.json")
+    if gpu:
+        for r in gpu["rows"]:
+            value = r["value"].replace("*", "")
+            if "ours / ST throughput" in r["measure"] and float(value.rstrip("x")) < 1:
+                out.append(
+                    f"- **Embedding, {r['measure'].replace('*', '')}: {value}** (slower; measured"
+                    " on a lent GPU by `bench/gpu_device.sh`, see [gpu.md](gpu.md))."
+                )
     samp = _load("sampling.json")
     if samp:
         st, peer = samp["results"]["store"], samp["results"]["peer"]
@@ -506,6 +515,13 @@ def render_readme(head: str, info: dict[str, Any]) -> str:
     lines += behind_lines() or ["Nowhere in this run's results."]
     lines.append("")
     lines += [f"**{device_line()}.**", ""]
+    if (RESULTS / "gpu.md").is_file():
+        lines += [
+            "GPU numbers are measured apart from this run, on a lent GPU machine, by"
+            " `bash bench/gpu_device.sh` (`python -m bench.bench_gpu`): [gpu.md](gpu.md), the"
+            " device named there.",
+            "",
+        ]
     listed = "\n".join(lines)
     others = sorted(
         p.name
