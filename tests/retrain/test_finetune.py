@@ -28,7 +28,12 @@ def _dataset(n: int = 8):
     return datasets.Dataset.from_dict({"text": texts, "label": labels})
 
 
-def test_one_batch_overfit_loss_falls(tiny_model, tmp_path: Path) -> None:
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_one_batch_overfit_loss_falls(tiny_model, tmp_path: Path, device: str) -> None:
+    import torch
+
+    from driftloop.models import load_classifier, predict_proba
+
     data = _dataset()
     settings = RetrainSettings(batch_size=8, seed=0, early_stopping_patience=100)
     result = finetune(
@@ -40,7 +45,7 @@ def test_one_batch_overfit_loss_falls(tiny_model, tmp_path: Path) -> None:
         learning_rate=5e-3,
         labels=LABELS,
         max_length=32,
-        device="cpu",
+        device=device,  # bf16 mixed precision on CUDA
         progress=False,
         max_steps=30,
     )
@@ -49,6 +54,11 @@ def test_one_batch_overfit_loss_falls(tiny_model, tmp_path: Path) -> None:
     assert result.eval_accuracy >= 0.75
     assert (result.output_dir / "config.json").is_file()
     assert result.class_weights is None
+    # The saved weights are plain fp32 that load and predict on the CPU, whatever trained them.
+    model, tokenizer = load_classifier(result.output_dir, LABELS)
+    assert next(model.parameters()).dtype == torch.float32
+    proba = predict_proba(list(data["text"]), model, tokenizer, device="cpu")
+    assert (proba.argmax(axis=1) == data["label"]).mean() >= 0.75
 
 
 def test_class_weights_only_when_imbalanced() -> None:
@@ -118,33 +128,3 @@ def test_progress_is_a_rich_bar_not_printed_dicts(
         )
     with Progress():  # the crashed run's live display was stopped
         pass
-
-
-@pytest.mark.gpu
-def test_one_batch_overfit_on_cuda_in_mixed_precision(tiny_model, tmp_path: Path) -> None:
-    import torch
-
-    from driftloop.models import load_classifier, predict_proba
-
-    data = _dataset()
-    settings = RetrainSettings(batch_size=8, seed=0, early_stopping_patience=100)
-    result = finetune(
-        tiny_model.path,
-        data,
-        data,
-        settings=settings,
-        output_dir=tmp_path / "out",
-        learning_rate=5e-3,
-        labels=LABELS,
-        max_length=32,
-        device="cuda",
-        progress=False,
-        max_steps=30,
-    )
-    assert result.train_loss_last < result.train_loss_first * 0.5
-    assert result.eval_accuracy >= 0.75
-    # The saved weights are plain fp32 safetensors that load and predict on the CPU.
-    model, tokenizer = load_classifier(result.output_dir, LABELS)
-    assert next(model.parameters()).dtype == torch.float32
-    proba = predict_proba(list(data["text"]), model, tokenizer, device="cpu")
-    assert (proba.argmax(axis=1) == data["label"]).mean() >= 0.75
