@@ -15,17 +15,13 @@ without CUDA it writes that no GPU was available and measures nothing. Not a tes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _embedding_rows(texts: list[str], repeats: int) -> list[dict[str, Any]]:
@@ -167,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from bench.__main__ import header
+    from bench.bench_monitor_speed import write_table
     from driftloop.data import read_demo_rows
 
     lines = [header(args.quick), "# GPU numbers", ""]
@@ -194,12 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             "| measure | value | note |",
             "|---|---|---|",
         ]
-        lines += [f"| {r['measure']} | {r['value']} | {r.get('note', '')} |" for r in table]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "gpu.md").write_text(text, encoding="utf-8")
-    (RESULTS / "gpu.json").write_text(json.dumps({"rows": table}, indent=1))
+    write_table("gpu", lines, table, {})
     return 0
 
 

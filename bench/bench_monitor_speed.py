@@ -194,15 +194,20 @@ def main(argv: list[str] | None = None) -> int:
         "| measure | value | note |",
         "|---|---|---|",
     ]
-    lines += [f"| {r['measure']} | {r['value']} | {r.get('note', '')} |" for r in table]
+    write_table("monitor_speed", lines, table, {"texts": n_texts, "gpu": gpu})
+    return 0
+
+
+def write_table(
+    stem: str, lines: list[str], table: list[dict[str, Any]], extra: dict[str, Any]
+) -> None:
+    """Append the measure/value/note rows to ``lines``; print and write ``stem``.md and .json."""
+    lines = lines + [f"| {r['measure']} | {r['value']} | {r.get('note', '')} |" for r in table]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "monitor_speed.md").write_text(text, encoding="utf-8")
-    (RESULTS / "monitor_speed.json").write_text(
-        json.dumps({"texts": n_texts, "gpu": gpu, "rows": table}, indent=1)
-    )
-    return 0
+    (RESULTS / f"{stem}.md").write_text(text, encoding="utf-8")
+    (RESULTS / f"{stem}.json").write_text(json.dumps({**extra, "rows": table}, indent=1))
 
 
 if __name__ == "__main__":
