@@ -291,10 +291,10 @@ def bias_check(
         raise InputError(f"min_rate_rows must be >= 1, got {min_rate_rows}")
     if not 0 <= worsening_tolerance <= 1:
         raise InputError(f"worsening_tolerance must be in [0, 1], got {worsening_tolerance}")
-    base_dp = None if baseline is None else baseline.demographic_parity_difference
-    base_eo = None if baseline is None else baseline.equalized_odds_difference
     if not 0 < alpha < 1:
         raise InputError(f"alpha must be in (0, 1), got {alpha}")
+    base_dp = None if baseline is None else baseline.demographic_parity_difference
+    base_eo = None if baseline is None else baseline.equalized_odds_difference
 
     if n == 0:  # no labelled rows in the window yet: nothing to judge, not an error
         logger.info("bias: no labelled rows")
