@@ -36,7 +36,7 @@ log = logging.getLogger("driftloop")
 #: driftloop's own top-level packages: their loggers speak at INFO (DEBUG with -v).
 OWN_LOGGERS = ("driftloop", "monitor", "retrain", "flows", "bench")
 #: Environment set before any third-party import (only where the user has not set it).
-QUIET_THIRD_PARTY_ENV = {
+THIRD_PARTY_ENV = {
     # The "Some weights ... newly initialized" warning of every base-model load.
     "TRANSFORMERS_VERBOSITY": "error",
     "DATASETS_VERBOSITY": "error",
@@ -49,6 +49,9 @@ QUIET_THIRD_PARTY_ENV = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     # The ephemeral Prefect server would try (and, offline, fail loudly) to send telemetry.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # The ephemeral Prefect server gets 20 s to start by default. On 2 cores its first start
+    # (creating ~/.prefect/prefect.db) took 31 s and failed the first `make run` of a new user.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
 
 
@@ -68,7 +71,7 @@ def _configure_logging(verbose: bool) -> None:
     """Own loggers at INFO (DEBUG with ``verbose``), every third-party one at WARNING."""
     from rich.logging import RichHandler
 
-    for key, value in QUIET_THIRD_PARTY_ENV.items():
+    for key, value in THIRD_PARTY_ENV.items():
         os.environ.setdefault(key, value)
     handler = RichHandler(console=Console(stderr=True), show_path=False)
     if not verbose:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
-from flows.cli import OWN_LOGGERS, QUIET_THIRD_PARTY_ENV, _configure_logging
+from flows.cli import OWN_LOGGERS, THIRD_PARTY_ENV, _configure_logging
 
 
 @pytest.fixture
@@ -17,7 +19,7 @@ def restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     own = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
-    for key in QUIET_THIRD_PARTY_ENV:
+    for key in THIRD_PARTY_ENV:
         monkeypatch.setenv(key, "placeholder")  # recorded, so the test's value is undone
         monkeypatch.delenv(key)
     try:
@@ -64,3 +66,29 @@ def test_a_users_environment_wins(restore_logging: None, monkeypatch: pytest.Mon
     monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")
     _configure_logging(False)
     assert os.environ["TRANSFORMERS_VERBOSITY"] == "info"
+
+
+_PREFECT_TIMEOUT = """
+from flows.cli import _configure_logging
+_configure_logging(False)
+from prefect.settings import get_current_settings
+print(get_current_settings().server.ephemeral.startup_timeout_seconds)
+"""
+
+
+@pytest.mark.parametrize(("users", "expected"), [(None, "180"), ("45", "45")])
+def test_the_ephemeral_prefect_server_gets_time_to_start(users: str | None, expected: str) -> None:
+    # Prefect's default of 20 s failed a new user's first `make run` (its database is created
+    # on that first start). Prefect reads its settings once, on import: a fresh process shows
+    # whether the CLI's default lands before that.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    if users is not None:
+        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = users
+    out = subprocess.run(
+        [sys.executable, "-c", _PREFECT_TIMEOUT],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.split()[-1] == expected
