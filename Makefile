@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 # Pinned so pip takes the CPU build on this machine's disk; a looser spec pulls a CUDA build.
 TORCH  := torch==2.13.0
+# uv installs the rest in seconds where pip takes minutes. uv does not look at the local torch
+# file, so pip installs torch first; uv then sees the pin satisfied and leaves it alone.
+UV     := $(BIN)/uv pip install --quiet --python $(BIN)/python
 
 # Nothing may be downloaded from a model hub at run time.
 export HF_HUB_OFFLINE := 1
@@ -16,19 +19,18 @@ export PYTHONUNBUFFERED := 1
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 
 $(VENV)/.torch: | $(BIN)/python
-	$(PIP) install -q $(TORCH)
+	$(PIP) install -q $(TORCH) "uv>=0.9,<1"
 	@touch $@
 
 # Stamps make a second install a no-op unless pyproject.toml changed.
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(PIP) install -q -e ".[postgres]" $(TORCH)
+	$(UV) -e ".[postgres]" $(TORCH)
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
-	$(PIP) install -q -e ".[dev]" $(TORCH)
+	$(UV) -e ".[dev]" $(TORCH)
 	@touch $@
 
 install: $(VENV)/.installed
