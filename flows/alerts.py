@@ -297,6 +297,13 @@ def notify_breach(
     )
     report = deliver(message, settings, state, sleep=sleep, sender=sender)
     _record_failure(state, incident, report)
+    if report.all_failed:
+        # Nobody was reached: the next monitor run pages again instead of waiting out the
+        # cooldown as if on-call had been told.
+        state.update_incident(incident.id, last_notified_at=None)
+        log.error(
+            "incident %s: no alert URL reached; the next monitor run pages again", incident.key
+        )
     return report
 
 

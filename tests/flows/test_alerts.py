@@ -237,6 +237,40 @@ def test_dead_endpoint_still_records_incident(state: StateDB, tmp_path: Path) ->
     assert rows[1]["ok"] is False and rows[1]["attempts"] == 3
 
 
+def test_a_page_that_reached_nobody_is_sent_again_on_the_next_run(
+    state: StateDB, tmp_path: Path, alert_endpoint: AlertEndpoint
+) -> None:
+    # The endpoint answers 500 to the first three requests: the first page's three attempts.
+    alert_endpoint.fail_first = 3
+    settings = _alerts(tmp_path, alert_endpoint.url, retries=2)
+    incident = _open(state)
+
+    def page(minutes: int) -> str | None:
+        report = notify_breach(
+            state,
+            settings,
+            incident,
+            VERDICT,
+            report_path=None,
+            retrain_flow_run_id=None,
+            now=T0 + timedelta(minutes=minutes),
+            sleep=lambda _s: None,
+        )
+        return None if report is None else report.kind
+
+    assert page(0) == "breach"
+    assert alert_endpoint.posts == [] and alert_endpoint.requests == 3
+    # Ten minutes later, well within the cooldown: nobody was told, so it pages again.
+    assert page(10) == "breach"
+    assert len(alert_endpoint.posts) == 1 and alert_endpoint.requests == 4
+    recorded = state.get_open(incident.key)
+    assert recorded is not None and recorded.last_delivery_error is None
+    # Delivered now: the cooldown holds from here.
+    assert page(20) is None and alert_endpoint.requests == 4
+    oks = [(r["target"] != "outbox", r["ok"]) for r in state.deliveries(incident.key)]
+    assert oks == [(False, True), (True, False), (False, True), (True, True)]
+
+
 def test_deliver_real_backoff_is_exponential(tmp_path: Path) -> None:
     # The default sleep is real: two retries at 0.01 s and 0.02 s, against a refused port.
     from flows.alerts import AlertMessage

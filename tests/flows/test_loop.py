@@ -3,6 +3,7 @@ retrain -> approval as run input -> fine-tune -> gate -> promotion (or rejection
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -130,3 +131,39 @@ def test_loop_reject(
     _run_loop(
         _settings(settings, tiny_model, alert_endpoint.url), tiny_model, alert_endpoint, False
     )
+
+
+def test_loop_dead_alert_endpoint(
+    harness: None, settings: Settings, tiny_model: TinyModel, alert_endpoint: AlertEndpoint
+) -> None:
+    from flows.monitor_flow import monitor_flow
+    from flows.wiring import settings_overrides
+
+    s = _settings(settings, tiny_model, alert_endpoint.url)
+    s = s.model_copy(update={"alerts": s.alerts.model_copy(update={"retries": 2})})
+    summary, state = _breach_setup(s, tiny_model)
+    alert_endpoint.stop()  # on-call's endpoint is down: connection refused
+    overrides = settings_overrides(s)
+    window = {
+        "window_start": summary.start + timedelta(days=s.demo.shift_start_day),
+        "window_end": summary.start + timedelta(days=s.demo.days),
+        "overrides": overrides,
+    }
+    outcome = monitor_flow(**window)
+    assert outcome["status"] == "breach" and outcome["paged"] == "breach"
+    # The incident is recorded whatever the delivery did, with why nobody was reached.
+    incident = state.get_open(outcome["incident_key"])
+    assert incident is not None and incident.notify_count == 1
+    assert "all deliveries failed" in (incident.last_delivery_error or "")
+    rows = state.deliveries(outcome["incident_key"])
+    assert [(r["target"] == "outbox", r["ok"], r["attempts"]) for r in rows] == [
+        (True, True, 1),
+        (False, False, 3),  # 1 + retries
+    ]
+    assert alert_endpoint.requests == 0 and alert_endpoint.posts == []
+    outbox = [json.loads(line) for line in s.alerts.outbox.read_text().splitlines()]
+    assert [m["kind"] for m in outbox] == ["breach"]
+    # The next run, within the cooldown, pages again (nobody was told) for the same incident.
+    again = monitor_flow(**window)
+    assert again["incident_key"] == outcome["incident_key"] and again["paged"] == "breach"
+    assert len(state.deliveries(outcome["incident_key"])) == 4
