@@ -8,18 +8,20 @@ Ingest is batched: each batch of ``StoreSettings.batch_size`` rows is one transa
 failure mid-batch leaves nothing of that batch written (earlier batches stay committed).
 Re-ingesting the same rows is idempotent: already stored request ids count as ``duplicate``.
 
-Sampling never loads the whole window: every row carries a uniform random ``sample_key``
-assigned at insert, and :meth:`PredictionStore.sample` lets the database pick the ``n`` rows
-with the smallest seeded re-key of it (a top-n query), which is a uniform sample per seed.
+Sampling never loads the whole window: every row carries a uniform ``sample_key``, a hash of
+its ``request_id`` (:func:`sample_key`), and :meth:`PredictionStore.sample` lets the database
+pick the ``n`` rows with the smallest seeded re-key of it (a top-n query), which is a uniform
+sample per seed. Because the key is fixed by the request id, the same window gives the same
+sample in every store that holds it: re-running a monitor job reproduces its verdict.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
-import random
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -302,6 +304,12 @@ def _json_value(value: Any, name: str) -> Any:
 # --- the store ------------------------------------------------------------------------------
 
 
+def sample_key(request_id: str) -> float:
+    """The row's sampling key in [0, 1): uniform, and fixed by its request id (BLAKE2b)."""
+    digest = hashlib.blake2b(request_id.encode("utf-8"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 11) / 2.0**53  # 53 bits: exact in a double
+
+
 class PredictionStore:
     """The prediction log on one database; build it with :func:`open_store`."""
 
@@ -312,7 +320,6 @@ class PredictionStore:
         self.settings = settings
         self.labels: tuple[str, ...] = tuple(labels)
         self._label_set = frozenset(self.labels)
-        self._random = random.Random()  # seeded from the OS: sample keys are not reproducible
 
     @property
     def safe_url(self) -> str:
@@ -458,7 +465,7 @@ class PredictionStore:
             for values in rows_out:
                 values["ingested_at"] = now
                 if kind == "predictions":
-                    values["sample_key"] = self._random.random()
+                    values["sample_key"] = sample_key(values["request_id"])
             table = predictions if kind == "predictions" else labels_table
             if rows_out:
                 self._insert(conn, table, rows_out)

@@ -25,6 +25,7 @@ from monitor.store import (
     allocate_proportional,
     open_store,
     raw_text,
+    sample_key,
 )
 from tests.conftest import POSTGRES_URL
 
@@ -479,6 +480,28 @@ def test_sample_is_uniform_over_seeds(store: PredictionStore) -> None:
     # chi-square test is conservative here, so a failure means real non-uniformity.
     result = stats.chisquare(observed)
     assert result.pvalue > 0.001, (result, observed.min(), observed.max())
+
+
+def test_sample_keys_are_uniform_and_fixed_by_the_request_id() -> None:
+    keys = np.array([sample_key(f"req-{i}") for i in range(20_000)])
+    assert ((keys >= 0) & (keys < 1)).all()
+    assert stats.kstest(keys, "uniform").pvalue > 0.001
+    assert sample_key("req-7") == sample_key("req-7") != sample_key("req-8")
+
+
+def test_the_same_window_gives_the_same_sample_in_every_store(
+    store: PredictionStore, tmp_path: Path
+) -> None:
+    # A re-run of the monitor on the same window must see the same rows, whatever the store,
+    # the order or the batches the rows came in.
+    rows = [pred(i) for i in range(300)]
+    store.log_predictions(rows)
+    other = _open(f"sqlite:///{tmp_path}/other.db", batch_size=7)
+    other.log_predictions(rows[::-1])
+    for seed in (0, 5):
+        ours = store.sample(T0, NOW, 40, seed=seed)["request_id"].tolist()
+        assert ours == other.sample(T0, NOW, 40, seed=seed)["request_id"].tolist()
+    other.engine.dispose()
 
 
 def test_sample_stratified_proportions(store: PredictionStore) -> None:
